@@ -1,0 +1,1 @@
+"""The edge worker: camera -> detector -> zones -> events -> MQTT."""

@@ -1,0 +1,128 @@
+"""Versioned event payloads.
+
+The edge writes these and the API reads them, so a change here is a protocol change: bump
+``SCHEMA_VERSION`` on any incompatible edit. Unknown fields are rejected (``extra="forbid"``)
+so a typo on the edge becomes a counted rejection at the centre instead of silently lost data.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = Field(default=1, description="Schema version of this payload.")
+    site: Identifier = Field(description="Site (city district, operator) the camera belongs to.")
+    camera: Identifier = Field(description="Camera id, unique within the site.")
+    event_id: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Stable id (camera + sequence) so the centre can drop duplicates after a replay.",
+    )
+    observed_at: AwareDatetime = Field(description="When the observation was made (frame time), UTC.")
+
+
+class CameraStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    STALLED = "stalled"
+    RECONNECTING = "reconnecting"
+    ERROR = "error"
+
+
+class StatusEvent(_Event):
+    """Retained per camera; the broker's Last Will publishes the ``offline`` variant."""
+
+    kind: Literal["status"] = "status"
+    status: CameraStatus
+    detail: str | None = Field(default=None, max_length=500, description="Human-readable reason.")
+
+
+class _ZoneBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=128, description="Zone id, exactly as in the zones file.")
+    name: str | None = Field(default=None, description="Display name.")
+    lot: str | None = Field(default=None, description="Lot the zone belongs to, if any.")
+    lon: float | None = Field(default=None, ge=-180, le=180, description="Zone centroid longitude (WGS84).")
+    lat: float | None = Field(default=None, ge=-90, le=90, description="Zone centroid latitude (WGS84).")
+
+
+class SpaceState(_ZoneBase):
+    kind: Literal["space"] = "space"
+    occupied: bool
+    score: float = Field(ge=0.0, le=1.0, description="Evidence for occupancy, 0..1.")
+
+    @property
+    def total(self) -> int:
+        return 1
+
+    @property
+    def free(self) -> int:
+        return 0 if self.occupied else 1
+
+
+class AreaState(_ZoneBase):
+    kind: Literal["area"] = "area"
+    vehicles: int = Field(ge=0)
+    capacity: int = Field(ge=0)
+
+    @property
+    def total(self) -> int:
+        return self.capacity
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - self.vehicles, 0)
+
+
+ZoneState = Annotated[SpaceState | AreaState, Field(discriminator="kind")]
+
+
+class OccupancyEvent(_Event):
+    """Retained snapshot of every parking zone one camera watches."""
+
+    kind: Literal["occupancy"] = "occupancy"
+    zones: list[ZoneState]
+
+    @property
+    def free(self) -> int:
+        return sum(z.free for z in self.zones)
+
+    @property
+    def total(self) -> int:
+        return sum(z.total for z in self.zones)
+
+
+class CameraHealth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frames_received: int = Field(ge=0)
+    frames_analysed: int = Field(ge=0)
+    frames_dropped: int = Field(ge=0)
+    reconnects: int = Field(ge=0)
+    fps: float = Field(ge=0)
+    last_frame_age_s: float | None = Field(default=None, ge=0)
+    inference_ms: float | None = Field(default=None, ge=0)
+    error: str | None = None
+
+
+class HealthEvent(_Event):
+    kind: Literal["health"] = "health"
+    health: CameraHealth

@@ -1,0 +1,1 @@
+"""Model files: the shipped default, lookup, inspection and export."""

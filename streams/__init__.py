@@ -1,0 +1,1 @@
+"""Frame sources: video files, image folders and network streams (RTSP/HTTP) decoded with PyAV."""

@@ -1,0 +1,1 @@
+"""Vehicle detection with ONNX models: letterbox, run, decode, NMS."""

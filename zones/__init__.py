@@ -1,0 +1,1 @@
+"""Parking and counting zones: GeoJSON, calibration, importers and occupancy rules."""
