@@ -138,6 +138,10 @@ class AVSource(_Stoppable):
         if not self.is_network and not Path(url).is_file():
             raise SourceError(f"video file {url} not found")
 
+    def _scrub(self, exc: BaseException) -> str:
+        """FFmpeg's messages quote the URL, credentials included."""
+        return str(exc).replace(self.url, redact(self.url))
+
     def _open(self) -> av.container.InputContainer:
         options: dict[str, str] = {}
         if self.url.startswith(("rtsp://", "rtsps://")):
@@ -145,7 +149,7 @@ class AVSource(_Stoppable):
         try:
             return av.open(self.url, mode="r", options=options, timeout=self.timeouts)
         except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(f"cannot open {redact(self.url)}: {exc}") from None
+            raise SourceError(f"cannot open {redact(self.url)}: {self._scrub(exc)}") from None
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
@@ -180,7 +184,7 @@ class AVSource(_Stoppable):
                 image = frame.to_ndarray(format="bgr24")
                 yield Frame(self.camera_id, base_index + i, opened_wall + timedelta(seconds=t), image)
         except av.error.FFmpegError as exc:
-            raise SourceError(f"decoding {redact(self.url)} failed: {exc}") from None
+            raise SourceError(f"decoding {redact(self.url)} failed: {self._scrub(exc)}") from None
 
 
 def open_source(camera: CameraConfig) -> FrameSource:
