@@ -32,7 +32,9 @@ class _Strict(BaseModel):
 class MqttConfig(_Strict):
     host: str = Field(default="127.0.0.1", description="Broker host name or address.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive; sets Last-Will latency.")
+    keepalive_s: int = Field(
+        default=30, ge=5, le=3600, description="MQTT keep-alive; sets Last-Will latency."
+    )
     client_id: str | None = Field(default=None, description="Client id; default derived from site and role.")
     username: str | None = Field(
         default=None, description=f"Broker user name (or environment variable {ENV_MQTT_USERNAME})."
@@ -71,7 +73,9 @@ class CameraConfig(_Strict):
         default=10.0, ge=0.0, description="Seconds between analysed frames (0 = every frame)."
     )
     loop: bool = Field(default=False, description="Replay a file or image folder forever (demos).")
-    zones: Path | None = Field(default=None, description="GeoJSON FeatureCollection of zones for this camera.")
+    zones: Path | None = Field(
+        default=None, description="GeoJSON FeatureCollection of zones for this camera."
+    )
     calibration: Path | None = Field(
         default=None, description="JSON with >= 4 pixel <-> lon/lat point pairs (fitted as a homography)."
     )
@@ -147,7 +151,9 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys (site, mqtt, model, cameras, api)")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of keys (site, mqtt, model, cameras, api)"
+        )
     lines: dict[tuple[str | int, ...], int] = {}
     if node is not None:
         _line_index(node, (), lines)
@@ -174,8 +180,15 @@ def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
         src = c.source
         if "://" not in src and not Path(src).expanduser().is_absolute():
             src = str(base / src)
-        cams.append(c.model_copy(update={"source": src, "zones": _resolve(c.zones, base),
-                                         "calibration": _resolve(c.calibration, base)}))
+        cams.append(
+            c.model_copy(
+                update={
+                    "source": src,
+                    "zones": _resolve(c.zones, base),
+                    "calibration": _resolve(c.calibration, base),
+                }
+            )
+        )
     model = cfg.model.model_copy(update={"path": _resolve(cfg.model.path, base)})
     return cfg.model_copy(update={"cameras": cams, "model": model})
 

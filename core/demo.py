@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-
 from cityeye.broker import start_broker
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
@@ -64,7 +63,9 @@ def _wait_http(url: str, timeout_s: float) -> bool:
     return False
 
 
-def demo_config(workdir: Path, mqtt_port: int, api_port: int, source: str, interval_s: float) -> dict[str, object]:
+def demo_config(
+    workdir: Path, mqtt_port: int, api_port: int, source: str, interval_s: float
+) -> dict[str, object]:
     camera: dict[str, object] = {
         "id": "pucpr-cam1",
         "source": source,
@@ -93,7 +94,9 @@ def demo_config(workdir: Path, mqtt_port: int, api_port: int, source: str, inter
 def run_demo(args: argparse.Namespace) -> int:
     source = args.source or os.environ.get(ENV_SOURCE) or str(SAMPLE / "frames")
     if not Path(source).exists() and "://" not in source:
-        raise FileNotFoundError(f"demo source {source} does not exist (give a folder, video or URL with --source)")
+        raise FileNotFoundError(
+            f"demo source {source} does not exist (give a folder, video or URL with --source)"
+        )
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cityeye-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     api_port = args.port if _port_free(args.port) else _free_port()
@@ -116,7 +119,9 @@ def run_demo(args: argparse.Namespace) -> int:
             raise RuntimeError(f"the API did not come up; see {workdir / 'api.log'}")
         print(f"cityeye demo is running ({kind} broker on port {mqtt_port}; logs and config in {workdir})")
         print(f"open {url}/")
-        print(f"free spots near the sample lot: {url}/v1/parking/nearby?lat=16.0617&lon=108.2270&radius_m=500")
+        print(
+            f"free spots near the sample lot: {url}/v1/parking/nearby?lat=16.0617&lon=108.2270&radius_m=500"
+        )
         sys.stdout.flush()
         deadline = time.monotonic() + args.duration if args.duration else None
         while deadline is None or time.monotonic() < deadline:
@@ -138,9 +143,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run broker, API and an edge worker on the shipped sample")
-    p.add_argument("--source", help=f"camera source (folder, video, URL); default ${ENV_SOURCE} or the sample")
+    p.add_argument(
+        "--source", help=f"camera source (folder, video, URL); default ${ENV_SOURCE} or the sample"
+    )
     p.add_argument("--port", type=int, default=8080, help="API port (a free one is picked if taken)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between analysed frames")
     p.add_argument("--workdir", help="folder for config, database and logs (default: a new temp folder)")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    p.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)"
+    )
     p.set_defaults(func=run_demo)

@@ -14,12 +14,11 @@ import time
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
-
 from cityeye.config import MqttConfig
 from cityeye.events.schema import CameraStatus, HealthEvent, OccupancyEvent, StatusEvent
 from cityeye.events.topics import Topic, TopicKind, topic_for
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class CameraPublisher:
         """Wait until the broker acknowledged everything queued (paho's in-flight QoS 1 messages)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self.client._out_messages:  # noqa: SLF001 - paho exposes no public queue length
+            if not self.client._out_messages:
                 return True
             time.sleep(0.02)
         return False

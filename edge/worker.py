@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cityeye.config import CameraConfig, SiteConfig
+from cityeye.edge.publisher import CameraPublisher
 from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent, OccupancyEvent
 from cityeye.streams.sources import SourceError, open_source
 from cityeye.vision.detector import Detector
 from cityeye.zones.calibration import load_calibration
 from cityeye.zones.model import Zone, load_zones
 from cityeye.zones.occupancy import judge
-
-from cityeye.edge.publisher import CameraPublisher
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,9 @@ class EdgeWorker:
             if not cw.publisher.connected.wait(15):
                 log.warning(
                     "camera %s: MQTT broker %s:%d not reachable yet; events queue until it is",
-                    cw.cam.id, self.cfg.mqtt.host, self.cfg.mqtt.port,
+                    cw.cam.id,
+                    self.cfg.mqtt.host,
+                    self.cfg.mqtt.port,
                 )
             cw.start()
         next_health = time.monotonic()
@@ -176,4 +177,3 @@ class EdgeWorker:
             cw.publisher.publish(cw.health_event())
             detail = "source ended" if cw.finished.is_set() and not self._stop.is_set() else "worker stopped"
             cw.publisher.stop(detail)
-

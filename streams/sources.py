@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 import cv2
 import numpy as np
-
 from cityeye.config import CameraConfig
 from cityeye.streams.frame import Frame
 
@@ -181,7 +180,7 @@ class AVSource(_Stoppable):
                 if last_emitted is not None and t - last_emitted < self.interval_s:
                     continue
                 last_emitted = t
-                image = frame.to_ndarray(format="bgr24")
+                image = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
                 yield Frame(self.camera_id, base_index + i, opened_wall + timedelta(seconds=t), image)
         except av.error.FFmpegError as exc:
             raise SourceError(f"decoding {redact(self.url)} failed: {self._scrub(exc)}") from None

@@ -52,7 +52,9 @@ class Broker:
 
 
 def start_mosquitto(tmp: Path, port: int | None = None) -> Broker:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if exe is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto; .ci/run does this)")
     port = port or free_port()

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cityeye.config import ConfigError, load_config, parse_config
 
 GOOD = """\
@@ -66,14 +65,14 @@ def test_bad_mode_and_duplicate_camera() -> None:
 
 
 def test_not_yaml_and_not_mapping() -> None:
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
         parse_config("site: [unclosed")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         parse_config("- a\n- b\n")
 
 
 def test_password_comes_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="mqtt.password"):
+    with pytest.raises(ConfigError, match=r"mqtt\.password"):
         parse_config("mqtt:\n  password: hunter2\n")
     monkeypatch.setenv("CITYEYE_MQTT_PASSWORD", "s3cret")
     assert parse_config("mqtt: {}\n").mqtt.password == "s3cret"

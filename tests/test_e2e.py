@@ -1,4 +1,4 @@
-"""End to end with real parts: Mosquitto, `cityeye api` and `cityeye edge` as real processes, real PKLot frames.
+"""End to end with real parts: Mosquitto, `cityeye api` and `cityeye edge` as processes, real PKLot frames.
 
 The edge reads a folder of UFPR05 frames, the API ingests over MQTT into SQLite, and a driver's
 `/v1/parking/nearby` must agree zone by zone with what `cityeye occupancy` says for the last frame.
@@ -90,7 +90,9 @@ def site(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[Path, str, Path]]:
             except httpx.HTTPError:
                 pass
             assert api.poll() is None, (tmp_path / "api.log").read_text()
-            assert time.monotonic() < deadline, "API did not become healthy: " + (tmp_path / "api.log").read_text()
+            assert time.monotonic() < deadline, (
+                "API did not become healthy: " + (tmp_path / "api.log").read_text()
+            )
             time.sleep(0.2)
         yield cfg_path, base, zones
     finally:
@@ -104,8 +106,13 @@ def test_camera_to_driver_lookup(site: tuple[Path, str, Path], tmp_path: Path) -
     assert edge.returncode == 0, edge.stderr
 
     expected_line = cityeye(
-        "occupancy", "--zones", str(zones), "--calibration", str(tmp_path / "cal.json"),
-        str(tmp_path / "frames" / FRAMES[-1]), "--json",
+        "occupancy",
+        "--zones",
+        str(zones),
+        "--calibration",
+        str(tmp_path / "cal.json"),
+        str(tmp_path / "frames" / FRAMES[-1]),
+        "--json",
     )
     assert expected_line.returncode == 0, expected_line.stderr
     expected = {z["id"]: z for z in json.loads(expected_line.stdout.splitlines()[0])["zones"]}
@@ -114,14 +121,20 @@ def test_camera_to_driver_lookup(site: tuple[Path, str, Path], tmp_path: Path) -
     # The API ingests asynchronously: poll until the last frame's snapshot is there.
     deadline = time.monotonic() + 30
     while True:
-        r = httpx.get(f"{base}/v1/parking/nearby", params={"lat": LAT0, "lon": LON0, "radius_m": 500, "min_free": 0,
-                                                           "limit": 200})
+        r = httpx.get(
+            f"{base}/v1/parking/nearby",
+            params={"lat": LAT0, "lon": LON0, "radius_m": 500, "min_free": 0, "limit": 200},
+        )
         assert r.status_code == 200, r.text
         results = r.json()["results"]
         got = {z["zone_id"]: z for z in results}
-        if got and all(got.get(k, {}).get("free") == (0 if v["occupied"] else 1) for k, v in expected.items()):
+        if got and all(
+            got.get(k, {}).get("free") == (0 if v["occupied"] else 1) for k, v in expected.items()
+        ):
             break
-        assert time.monotonic() < deadline, f"API state never matched `cityeye occupancy`: {got} vs {expected}"
+        assert time.monotonic() < deadline, (
+            f"API state never matched `cityeye occupancy`: {got} vs {expected}"
+        )
         time.sleep(0.3)
 
     assert set(got) == set(expected)
@@ -137,8 +150,9 @@ def test_camera_to_driver_lookup(site: tuple[Path, str, Path], tmp_path: Path) -
         assert abs(z["lat"] - LAT0) < 0.002 and abs(z["lon"] - LON0) < 0.002
 
     # default min_free=1 returns only zones with a free place
-    free_only = httpx.get(f"{base}/v1/parking/nearby", params={"lat": LAT0, "lon": LON0, "radius_m": 500,
-                                                               "limit": 200}).json()["results"]
+    free_only = httpx.get(
+        f"{base}/v1/parking/nearby", params={"lat": LAT0, "lon": LON0, "radius_m": 500, "limit": 200}
+    ).json()["results"]
     assert len(free_only) == free_cli
     one = results[0]
     detail = httpx.get(f"{base}/v1/parking/zones/{one['id']}")
@@ -148,7 +162,12 @@ def test_camera_to_driver_lookup(site: tuple[Path, str, Path], tmp_path: Path) -
 
     # The worker ended cleanly: it said `offline` itself, so the answers are marked stale.
     deadline = time.monotonic() + 10
-    while not all(z["stale"] for z in httpx.get(f"{base}/v1/parking/nearby", params={
-            "lat": LAT0, "lon": LON0, "radius_m": 500, "min_free": 0, "limit": 200}).json()["results"]):
+    while not all(
+        z["stale"]
+        for z in httpx.get(
+            f"{base}/v1/parking/nearby",
+            params={"lat": LAT0, "lon": LON0, "radius_m": 500, "min_free": 0, "limit": 200},
+        ).json()["results"]
+    ):
         assert time.monotonic() < deadline, "zones not stale after the camera went offline"
         time.sleep(0.2)

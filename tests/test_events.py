@@ -5,17 +5,29 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
-
-from cityeye.events import AreaState, OccupancyEvent, SpaceState, StatusEvent, TopicKind, parse_topic, topic_for
+from cityeye.events import (
+    AreaState,
+    OccupancyEvent,
+    SpaceState,
+    StatusEvent,
+    TopicKind,
+    parse_topic,
+    topic_for,
+)
 from cityeye.events.topics import subscription
+from pydantic import ValidationError
 
 
 def test_topic_round_trip_and_rejects() -> None:
     t = topic_for("danang", "cam-1", TopicKind.OCCUPANCY)
     assert t == "cityeye/v1/danang/cam-1/occupancy"
     parsed = parse_topic(t)
-    assert (parsed.site, parsed.camera, parsed.kind, parsed.retained) == ("danang", "cam-1", TopicKind.OCCUPANCY, True)
+    assert (parsed.site, parsed.camera, parsed.kind, parsed.retained) == (
+        "danang",
+        "cam-1",
+        TopicKind.OCCUPANCY,
+        True,
+    )
     assert not parse_topic("cityeye/v1/s/c/health").retained
     assert subscription() == "cityeye/v1/+/+/+"
     for bad in ("cityeye/v2/s/c/status", "cityeye/v1/s/c", "cityeye/v1/s/c/bogus"):

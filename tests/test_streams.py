@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from cityeye.config import CameraConfig
 from cityeye.streams.sources import AVSource, ImageFolderSource, SourceError, open_source, redact
 
@@ -65,7 +65,7 @@ def test_corrupt_image_is_skipped_not_fatal(tmp_path: Path) -> None:
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SourceError, match="no .jpg/.jpeg/.png"):
+    with pytest.raises(SourceError, match=r"no \.jpg/\.jpeg/\.png"):
         ImageFolderSource("cam", tmp_path / "empty", 1.0)
 
 
@@ -74,7 +74,7 @@ def test_video_file_sampled_by_stream_time(tmp_path: Path) -> None:
     _write_video(video, frames=50, fps=25)  # 2 s of video
     frames = list(AVSource("cam", str(video), interval_s=0.5, realtime=False))
     assert len(frames) == 4  # t = 0, 0.5, 1.0, 1.5
-    gaps = [(b.timestamp - a.timestamp).total_seconds() for a, b in zip(frames, frames[1:], strict=False)]
+    gaps = [(b.timestamp - a.timestamp).total_seconds() for a, b in itertools.pairwise(frames)]
     assert all(abs(g - 0.5) < 0.05 for g in gaps), gaps
     assert frames[0].image.shape == (48, 64, 3)
 
