@@ -1,0 +1,223 @@
+"""Raw model output -> candidate boxes, one decoder per detection-head family.
+
+A decoder also carries the family's preprocessing (`LetterboxSpec`): feeding YOLOX an Ultralytics
+tensor (RGB, /255, centred) runs without error and silently finds almost nothing, so the pair is
+chosen together from the model's own output shape and metadata, never configured separately.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from cityeye.models.registry import ModelError
+from cityeye.vision.letterbox import LetterboxSpec
+
+COCO80_NAMES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+
+STRIDES: tuple[int, ...] = (8, 16, 32)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Decoded boxes in model-input pixels (xyxy), already above the confidence threshold."""
+
+    xyxy: npt.NDArray[np.float32]
+    score: npt.NDArray[np.float32]
+    class_id: npt.NDArray[np.int32]
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+
+class Decoder(Protocol):
+    """One head family: its preprocessing, whether NMS is still needed, and the decode itself."""
+
+    family: ClassVar[str]
+    preprocess: ClassVar[LetterboxSpec]
+    needs_nms: ClassVar[bool]
+
+    @property
+    def num_classes(self) -> int | None: ...
+
+    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates: ...
+
+
+def _cxcywh_to_xyxy(b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    half = b[:, 2:4] * np.float32(0.5)
+    out: npt.NDArray[np.float32] = np.concatenate([b[:, 0:2] - half, b[:, 0:2] + half], axis=1)
+    return out.astype(np.float32, copy=False)
+
+
+def _check_batch(output: npt.NDArray[np.float32], family: str) -> npt.NDArray[np.float32]:
+    if output.ndim != 3 or output.shape[0] != 1:
+        raise ModelError(f"{family} decoder expects an output of shape (1, A, B), got {output.shape}")
+    batch: npt.NDArray[np.float32] = output[0]
+    return batch
+
+
+@dataclass(frozen=True, slots=True)
+class UltralyticsDecoder:
+    """YOLOv8/YOLO11 head: (1, 4+nc, anchors), cx,cy,w,h in input pixels then sigmoided class scores."""
+
+    num_classes: int
+    family: ClassVar[str] = "ultralytics"
+    preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
+    needs_nms: ClassVar[bool] = True
+
+    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+        pred = _check_batch(output, self.family)  # (4+nc, N)
+        scores = pred[4:]
+        best = scores.max(axis=0)
+        idx = np.flatnonzero(best > confidence)
+        cls = scores[:, idx].argmax(axis=0).astype(np.int32)
+        return Candidates(_cxcywh_to_xyxy(pred[:4, idx].T), best[idx].astype(np.float32), cls)
+
+
+def _grid(input_hw: tuple[int, int], strides: Sequence[int]) -> tuple[npt.NDArray[np.float32], ...]:
+    xy, st = [], []
+    for s in strides:
+        h, w = input_hw[0] // s, input_hw[1] // s
+        xv, yv = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        xy.append(np.stack([xv.ravel(), yv.ravel()], axis=1))
+        st.append(np.full((h * w, 1), s, dtype=np.float32))
+    return np.concatenate(xy), np.concatenate(st)
+
+
+def anchor_count(input_hw: tuple[int, int], strides: Sequence[int] = STRIDES) -> int:
+    """Number of grid cells over all strides: the anchor axis length of anchor-free YOLO heads."""
+    return sum((input_hw[0] // s) * (input_hw[1] // s) for s in strides)
+
+
+@dataclass(frozen=True, slots=True)
+class YoloxDecoder:
+    """YOLOX raw grid head: (1, anchors, 5+nc); xy = (p + grid) * s, wh = exp(p) * s, score = obj * cls.
+
+    Megvii's export feeds BGR 0..255 without normalisation, resized top-left and padded with 114.
+    """
+
+    num_classes: int
+    input_hw: tuple[int, int]
+    strides: tuple[int, ...] = STRIDES
+    _grid: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    _stride: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    family: ClassVar[str] = "yolox"
+    preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=False, rgb=False, normalize=False)
+    needs_nms: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        grid, stride = _grid(self.input_hw, self.strides)
+        object.__setattr__(self, "_grid", grid)
+        object.__setattr__(self, "_stride", stride)
+
+    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+        pred = _check_batch(output, self.family)  # (N, 5+nc)
+        if len(pred) != len(self._grid):
+            raise ModelError(
+                f"YOLOX output has {len(pred)} anchors but a {self.input_hw} input with strides "
+                f"{self.strides} gives {len(self._grid)}; the model's input size and head disagree"
+            )
+        cls_scores = pred[:, 5:]
+        best_cls = cls_scores.max(axis=1)
+        best = pred[:, 4] * best_cls  # obj * max(cls) == max(obj * cls) since obj >= 0
+        idx = np.flatnonzero(best > confidence)
+        p, s = pred[idx], self._stride[idx]
+        cxcy = (p[:, 0:2] + self._grid[idx]) * s
+        wh = np.exp(p[:, 2:4]) * s
+        cls = cls_scores[idx].argmax(axis=1).astype(np.int32)
+        xyxy = _cxcywh_to_xyxy(np.concatenate([cxcy, wh], axis=1))
+        return Candidates(xyxy, best[idx].astype(np.float32), cls)
+
+
+@dataclass(frozen=True, slots=True)
+class EndToEndDecoder:
+    """NMS-free / NMS-inside exports: (1, N, 6) rows of x1, y1, x2, y2, score, class in input pixels."""
+
+    num_classes: int | None = None
+    family: ClassVar[str] = "end2end"
+    preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
+    needs_nms: ClassVar[bool] = False
+
+    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+        pred = _check_batch(output, self.family)
+        keep = pred[:, 4] > confidence
+        rows = pred[keep]
+        return Candidates(
+            np.ascontiguousarray(rows[:, :4], dtype=np.float32),
+            rows[:, 4].astype(np.float32),
+            np.rint(rows[:, 5]).astype(np.int32),
+        )
+
+
+def class_names(metadata: Mapping[str, str], num_classes: int | None) -> dict[int, str]:
+    """Names from Ultralytics' `names` metadata (a Python dict literal), else COCO-80, else the ids."""
+    raw = metadata.get("names")
+    if raw:
+        try:
+            parsed = ast.literal_eval(raw)
+        except (ValueError, SyntaxError) as exc:
+            raise ModelError(
+                f"model metadata 'names' is not a Python dict literal ({exc}): {raw[:80]!r}; "
+                "re-export the model or remove the 'names' metadata entry to use COCO names"
+            ) from None
+        if isinstance(parsed, dict):
+            return {int(k): str(v) for k, v in parsed.items()}
+        if isinstance(parsed, list | tuple):
+            return {i: str(v) for i, v in enumerate(parsed)}
+        raise ModelError(
+            f"model metadata 'names' must be a dict or list of class names, got {type(parsed).__name__}"
+        )
+    if num_classes is None or num_classes == len(COCO80_NAMES):
+        return dict(enumerate(COCO80_NAMES))
+    return {i: str(i) for i in range(num_classes)}
+
+
+SUPPORTED_LAYOUTS = (
+    "Ultralytics YOLOv8/11 (1, 4+nc, anchors), YOLOX (1, anchors, 5+nc) or end-to-end (1, N, 6) "
+    "x1,y1,x2,y2,score,class"
+)
+
+
+def select_decoder(
+    input_hw: tuple[int, int], output_shape: Sequence[int], metadata: Mapping[str, str]
+) -> UltralyticsDecoder | YoloxDecoder | EndToEndDecoder:
+    """The decoder for a detection model, from its first output's shape and its metadata.
+
+    The anchor count that a 8/16/32-stride grid gives for this input size tells a channels-first
+    Ultralytics head from an anchors-first YOLOX head even for 1- or 2-class models, where the
+    two small axes alone would be ambiguous.
+    """
+    task = metadata.get("task", "detect")
+    if task != "detect":
+        raise ModelError(f"the model's task is {task!r}; cityeye needs a 'detect' model: {SUPPORTED_LAYOUTS}")
+    if len(output_shape) != 3 or output_shape[0] != 1:
+        raise ModelError(f"unsupported output shape {tuple(output_shape)}; expected {SUPPORTED_LAYOUTS}")
+    _, a, b = (int(d) for d in output_shape)
+    anchors = anchor_count(input_hw)
+    if metadata.get("end2end", "").lower() == "true" or (b == 6 and a != anchors):
+        if b != 6:
+            raise ModelError(f"end-to-end model output {tuple(output_shape)} has {b} columns, expected 6")
+        return EndToEndDecoder()
+    if b == anchors and a > 4:
+        return UltralyticsDecoder(num_classes=a - 4)
+    if a == anchors and b > 5:
+        return YoloxDecoder(num_classes=b - 5, input_hw=input_hw)
+    raise ModelError(
+        f"cannot tell the head family of output {tuple(output_shape)} for a "
+        f"{input_hw[1]}x{input_hw[0]} input ({anchors} anchors at strides {STRIDES}); "
+        f"supported: {SUPPORTED_LAYOUTS}"
+    )

@@ -1,0 +1,109 @@
+"""Letterbox preprocessing and the inverse box mapping.
+
+The arithmetic copies Ultralytics' `LetterBox(auto=False, scaleup=True)` and `scale_boxes` to the
+pixel: Python's `round` (half to even), the -0.1/+0.1 split of odd padding, pad value 114, and
+division (not multiplication by 1/255) so that tensors are bit-identical to what the model was
+validated with. A one-pixel shift changes small-car boxes enough to flip IoU-0.5 matches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, slots=True)
+class LetterboxSpec:
+    """How a model family wants its pixels; part of each decoder's spec so they cannot be mixed up."""
+
+    center: bool = True
+    """Pad both sides (Ultralytics) or only right/bottom (YOLOX)."""
+    rgb: bool = True
+    """Swap OpenCV's BGR to RGB (Ultralytics) or keep BGR (YOLOX)."""
+    normalize: bool = True
+    """Divide by 255 (Ultralytics) or feed 0..255 (YOLOX)."""
+    pad_value: int = 114
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """Geometry of one letterboxed image: everything needed to map boxes back to it."""
+
+    image_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    top: int
+    left: int
+    gain: float
+    """Input pixels per original pixel, as scale_boxes computes it."""
+    pad: tuple[float, float]
+    """(x, y) offset subtracted before dividing by gain, as scale_boxes computes it."""
+
+    @classmethod
+    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int], center: bool = True) -> Letterbox:
+        h, w = image_hw
+        new_h, new_w = input_hw
+        if h <= 0 or w <= 0:
+            raise ValueError(f"image of size {w}x{h} has no pixels; give a non-empty image")
+        r = min(new_h / h, new_w / w)
+        unpad_w, unpad_h = round(w * r), round(h * r)
+        dw, dh = new_w - unpad_w, new_h - unpad_h
+        if center:
+            top, left = round(dh / 2 - 0.1), round(dw / 2 - 0.1)
+            # scale_boxes recomputes the pad from the unrounded size; keep its formula, not `left`.
+            gain = min(new_h / h, new_w / w)
+            pad = (float(round((new_w - w * gain) / 2 - 0.1)), float(round((new_h - h * gain) / 2 - 0.1)))
+        else:
+            top = left = 0
+            gain = r
+            pad = (0.0, 0.0)
+        return cls(image_hw, input_hw, (unpad_h, unpad_w), top, left, gain, pad)
+
+    def boxes_to_image(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Boxes from input-tensor pixels to original-image pixels, clipped to the image."""
+        out = np.empty_like(xyxy, dtype=np.float32)
+        out[:, 0::2] = (xyxy[:, 0::2] - self.pad[0]) / self.gain
+        out[:, 1::2] = (xyxy[:, 1::2] - self.pad[1]) / self.gain
+        h, w = self.image_hw
+        np.clip(out[:, 0::2], 0, w, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
+        return out
+
+    def boxes_to_input(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Inverse of `boxes_to_image` (without clipping): for tests and for drawing on the tensor."""
+        out = np.empty_like(xyxy, dtype=np.float32)
+        out[:, 0::2] = xyxy[:, 0::2] * self.gain + self.pad[0]
+        out[:, 1::2] = xyxy[:, 1::2] * self.gain + self.pad[1]
+        return out
+
+
+def letterbox(
+    image_bgr: npt.NDArray[np.uint8], input_hw: tuple[int, int], spec: LetterboxSpec = LetterboxSpec()
+) -> tuple[npt.NDArray[np.float32], Letterbox]:
+    """A (1, 3, H, W) float32 tensor for the model and the geometry to map its boxes back.
+
+    The resized image is written straight into a pre-filled tensor, channel by channel, instead of
+    padding a uint8 image and transposing it: same values, about ten times less time.
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+        raise ValueError(
+            f"expected a BGR uint8 image of shape (H, W, 3), got {image_bgr.dtype} {image_bgr.shape}; "
+            "convert it first (e.g. cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) or COLOR_BGRA2BGR)"
+        )
+    geo = Letterbox.fit((image_bgr.shape[0], image_bgr.shape[1]), input_hw, spec.center)
+    rh, rw = geo.resized_hw
+    if (rh, rw) != geo.image_hw:
+        resized = cv2.resize(image_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    else:
+        resized = image_bgr
+    divisor = np.float32(255.0 if spec.normalize else 1.0)
+    tensor = np.empty((1, 3, *input_hw), dtype=np.float32)
+    tensor.fill(np.float32(spec.pad_value) / divisor)
+    region = tensor[0, :, geo.top : geo.top + rh, geo.left : geo.left + rw]
+    for ch in range(3):
+        src = 2 - ch if spec.rgb else ch
+        np.divide(resized[:, :, src], divisor, out=region[ch], casting="unsafe")
+    return tensor, geo
