@@ -1,0 +1,91 @@
+"""``cityeye api``: serve the central API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+from cityeye.api.ingest import DEFAULT_TOPIC_FILTER
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "api",
+        help="run the central API (MQTT ingest, parking and camera endpoints)",
+        description="Serve the central API: ingest edge events from MQTT into the database and answer "
+        "/v1/parking/nearby, /v1/parking/zones/<id>, /v1/cameras and /healthz.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="site configuration (YAML)")
+    p.add_argument("--host", help="listen address (default: api.host of the configuration)")
+    p.add_argument("--port", type=int, help="listen port, 0 = any free port (default: api.port)")
+    p.add_argument("--no-ingest", action="store_true", help="serve the database only, do not connect to MQTT")
+    p.add_argument(
+        "--mqtt-filter",
+        default=DEFAULT_TOPIC_FILTER,
+        help=f"topic filter to consume (default {DEFAULT_TOPIC_FILTER})",
+    )
+    p.add_argument(
+        "--share-group",
+        help="consume through the MQTT shared subscription $share/<group>/... "
+        "(several API instances sharing one database)",
+    )
+    p.add_argument(
+        "--mqtt-protocol", choices=("5", "3.1.1"), default="5", help="MQTT protocol version (default 5)"
+    )
+    p.set_defaults(func=run)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before starting uvicorn so that a busy port is a clear error and port 0 has a number to print."""
+    from cityeye.cli import UsageError
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port} is out of range; give 0..65535 (0 picks a free port)")
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UsageError(
+            f"cannot resolve listen address {host!r}: {exc.strerror}; give an IP or host name"
+        ) from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror} (is another process using the port? "
+            "choose another with --port)"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from cityeye.api.app import create_app
+    from cityeye.config import load_config
+
+    cfg = load_config(args.config)
+    host = args.host or cfg.api.host
+    port = cfg.api.port if args.port is None else args.port
+    app = create_app(
+        cfg,
+        ingest=not args.no_ingest,
+        topic_filter=args.mqtt_filter,
+        share_group=args.share_group,
+        mqtt_protocol=args.mqtt_protocol,
+    )
+    sock = _listen(host, port)
+    bound = sock.getsockname()
+    shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
+    print(f"cityeye api: serving site {cfg.site} on http://{shown}:{bound[1]}/ (docs at /docs)", flush=True)
+    # log_config=None: uvicorn's loggers propagate to the root handler cityeye set up on stderr.
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1

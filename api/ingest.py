@@ -1,0 +1,332 @@
+"""MQTT consumer: edge events in, store updates out.
+
+Every message is handled on paho's network thread and the outcome counted. Nothing a
+publisher sends can stop the consumer: a malformed message is counted under ``rejected`` by
+reason and logged, a database failure under ``errors``; the next message is handled as usual.
+paho reconnects by itself and the subscription is renewed in every ``on_connect``, so a
+broker restart costs at most the reconnect delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from cityeye.api.store import Event, Store
+from cityeye.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
+from cityeye.events.schema import HealthEvent, OccupancyEvent, StatusEvent
+from cityeye.events.topics import ROOT, Topic, TopicKind, parse_topic
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC_FILTER = f"{ROOT}/+/+/+"
+"""Every site, camera and kind."""
+
+SCHEMAS: dict[TopicKind, type[OccupancyEvent] | type[StatusEvent] | type[HealthEvent]] = {
+    TopicKind.OCCUPANCY: OccupancyEvent,
+    TopicKind.STATUS: StatusEvent,
+    TopicKind.HEALTH: HealthEvent,
+}
+
+MqttProtocol = Literal["5", "3.1.1"]
+_PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
+    ERROR = "error"
+
+
+class Reason(StrEnum):
+    """Why a message was rejected or ignored; the keys of the counters."""
+
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_KIND = "unknown_kind"
+    BAD_JSON = "bad_json"
+    SCHEMA = "schema"
+    TOPIC_MISMATCH = "topic_mismatch"
+    EMPTY = "empty"  # a zero-length retained message clears the retained state; nothing to apply
+    TRAFFIC = "traffic"  # consumed by the traffic issue, not yet
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    outcome: Outcome
+    reason: Reason | None = None
+    detail: str | None = None
+
+
+@dataclass
+class IngestStats:
+    """Counters since the consumer started; a copy, safe to read from any thread."""
+
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    connected: bool = False
+    subscribed: bool = False
+    connects: int = 0
+    last_error: str | None = None
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+def shared_filter(topic_filter: str, share_group: str | None) -> str:
+    """``$share/<group>/<filter>`` so several API instances split the load of one subscription.
+
+    Note that MQTT 5 brokers do not send retained messages to shared subscriptions: instances
+    in a group rely on the shared database for the current picture, not on a replay.
+    """
+    if share_group is None:
+        return topic_filter
+    if not share_group or any(c in share_group for c in "/+#"):
+        raise ValueError(
+            f"shared-subscription group {share_group!r} must be non-empty and contain no '/', '+' or '#'"
+        )
+    return f"$share/{share_group}/{topic_filter}"
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "<payload>"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {e['msg']}{more}"
+
+
+def _is_failure(rc: ReasonCode | int) -> bool:
+    return rc.is_failure if isinstance(rc, ReasonCode) else rc >= 0x80
+
+
+class MqttIngest:
+    """Subscribes to the edge topics and applies every valid event to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        mqtt_cfg: MqttConfig,
+        *,
+        site: str,
+        topic_filter: str = DEFAULT_TOPIC_FILTER,
+        share_group: str | None = None,
+        protocol: MqttProtocol = "5",
+        client_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.cfg = mqtt_cfg
+        self.subscription = shared_filter(topic_filter, share_group)
+        # Unique per process: two API instances with one id would kick each other off forever.
+        self.client_id = client_id or f"cityeye-api-{site}-{uuid.uuid4().hex[:8]}"
+        self._stats = IngestStats()
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._started = False
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=_PROTOCOLS[protocol]
+        )
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if mqtt_cfg.effective_username:
+            self.client.username_pw_set(mqtt_cfg.effective_username, mqtt_cfg.password)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; the API serves (degraded) while the broker is away."""
+        log.info(
+            "MQTT ingest: connecting to %s:%d, subscribing to %s",
+            self.cfg.host,
+            self.cfg.port,
+            self.subscription,
+        )
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+        self._started = True
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._started = False
+        self._set(connected=False, subscribed=False)
+        self._connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stats(self) -> IngestStats:
+        with self._lock:
+            s = self._stats
+            return IngestStats(
+                received=s.received,
+                applied=s.applied,
+                duplicates=s.duplicates,
+                rejected=dict(s.rejected),
+                ignored=dict(s.ignored),
+                errors=s.errors,
+                connected=s.connected,
+                subscribed=s.subscribed,
+                connects=s.connects,
+                last_error=s.last_error,
+            )
+
+    def _set(self, **values: Any) -> None:
+        with self._lock:
+            for k, v in values.items():
+                setattr(self._stats, k, v)
+
+    # -- paho callbacks (network thread) -----------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any = None
+    ) -> None:
+        if rc.is_failure:
+            hint = ""
+            if rc.getName() in ("Not authorized", "Bad user name or password"):
+                hint = f" (set {ENV_MQTT_USERNAME} / {ENV_MQTT_PASSWORD} to an account the broker accepts)"
+            elif rc.getName() == "Unsupported protocol version":
+                hint = " (this broker does not speak MQTT 5; run the API with --mqtt-protocol 3.1.1)"
+            self._set(last_error=f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {rc}{hint}")
+            log.error(
+                "MQTT ingest: broker %s:%d refused the connection: %s%s",
+                self.cfg.host,
+                self.cfg.port,
+                rc,
+                hint,
+            )
+            return
+        with self._lock:
+            self._stats.connected = True
+            self._stats.connects += 1
+            self._stats.last_error = None
+        self._connected.set()
+        log.info("MQTT ingest: connected to %s:%d", self.cfg.host, self.cfg.port)
+        # Subscribing here, not once after connect_async, renews the subscription after every
+        # reconnect (the session is clean, the broker forgot it).
+        client.subscribe(self.subscription, qos=1)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any = None
+    ) -> None:
+        self._connected.clear()
+        self._set(connected=False, subscribed=False)
+        if rc.value != 0:
+            self._set(last_error=f"connection lost: {rc}")
+            log.warning(
+                "MQTT ingest: connection to %s:%d lost (%s); paho reconnects",
+                self.cfg.host,
+                self.cfg.port,
+                rc,
+            )
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any = None
+    ) -> None:
+        if any(_is_failure(rc) for rc in rcs):
+            msg = (
+                f"broker refused the subscription to {self.subscription}: {[str(r) for r in rcs]} "
+                "(check the broker ACL for this user)"
+            )
+            self._set(subscribed=False, last_error=msg)
+            log.error("MQTT ingest: %s", msg)
+            return
+        self._set(subscribed=True)
+        log.info("MQTT ingest: subscribed to %s", self.subscription)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # paho re-raises callback exceptions in its loop thread, which would end ingest for good.
+        try:
+            self.handle(msg.topic, bytes(msg.payload))
+        except Exception:
+            log.exception("MQTT ingest: unexpected error on %s", msg.topic)
+            with self._lock:
+                self._stats.errors += 1
+
+    # -- the work ----------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> Handled:
+        """Validate one message and apply it; the outcome is counted and returned."""
+        with self._lock:
+            self._stats.received += 1
+        result = self._handle(topic, payload)
+        with self._lock:
+            s = self._stats
+            if result.outcome is Outcome.APPLIED:
+                s.applied += 1
+            elif result.outcome is Outcome.DUPLICATE:
+                s.duplicates += 1
+            elif result.outcome is Outcome.ERROR:
+                s.errors += 1
+            elif result.reason is not None:
+                bucket = s.rejected if result.outcome is Outcome.REJECTED else s.ignored
+                bucket[result.reason.value] = bucket.get(result.reason.value, 0) + 1
+        if result.outcome is Outcome.REJECTED:
+            log.warning("MQTT ingest: rejected message on %s: %s: %s", topic, result.reason, result.detail)
+        elif result.outcome is Outcome.ERROR:
+            log.error("MQTT ingest: could not store message from %s: %s", topic, result.detail)
+        return result
+
+    def _handle(self, topic: str, payload: bytes) -> Handled:
+        try:
+            t = parse_topic(topic)
+        except ValueError as exc:
+            parts = topic.split("/")
+            reason = (
+                Reason.UNKNOWN_KIND if len(parts) == 5 and topic.startswith(ROOT + "/") else Reason.BAD_TOPIC
+            )
+            return Handled(Outcome.REJECTED, reason, str(exc))
+        if t.kind is TopicKind.TRAFFIC:
+            return Handled(Outcome.IGNORED, Reason.TRAFFIC)
+        if not payload:
+            return Handled(Outcome.IGNORED, Reason.EMPTY)
+        event = self._parse(t, payload)
+        if isinstance(event, Handled):
+            return event
+        try:
+            applied = self.store.apply(event)
+        except Exception as exc:  # database down or full: count, log, keep consuming
+            return Handled(Outcome.ERROR, None, f"{type(exc).__name__}: {exc}")
+        return Handled(Outcome.APPLIED if applied else Outcome.DUPLICATE)
+
+    @staticmethod
+    def _parse(t: Topic, payload: bytes) -> Event | Handled:
+        schema = SCHEMAS[t.kind]
+        try:
+            event = schema.model_validate_json(payload)
+        except ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                return Handled(Outcome.REJECTED, Reason.BAD_JSON, _first_error(exc))
+            return Handled(
+                Outcome.REJECTED, Reason.SCHEMA, f"not a valid {t.kind.value} event: {_first_error(exc)}"
+            )
+        if (event.site, event.camera) != (t.site, t.camera):
+            return Handled(
+                Outcome.REJECTED,
+                Reason.TOPIC_MISMATCH,
+                f"payload is from {event.site}/{event.camera} but was published under "
+                f"{t.site}/{t.camera}; the edge must publish on its own camera's topic",
+            )
+        return event
