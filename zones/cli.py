@@ -1,0 +1,185 @@
+"""`cityeye occupancy`, `cityeye zones import-pklot|import-ultralytics|georef`, `cityeye calibrate`.
+
+JSON goes to stdout (one object per line for ``occupancy --json``), progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cityeye.events.schema import AreaState, SpaceState
+from cityeye.zones.calibration import Calibration, load_calibration
+from cityeye.zones.model import ZoneError, load_zones, parse_zones, zones_to_geojson
+from cityeye.zones.occupancy import DEFAULT_RULE, OccupancyJudge, OccupancyRule
+
+# Digits kept when writing lon/lat: 1e-9 degree is ~0.1 mm, far below any survey.
+_LONLAT_DIGITS = 9
+
+
+def _usage_error(msg: str) -> Exception:
+    from cityeye.cli import UsageError
+
+    return UsageError(msg)
+
+
+def _rule(text: str) -> OccupancyRule:
+    try:
+        return OccupancyRule.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def zone_json(state: SpaceState | AreaState) -> dict[str, Any]:
+    """The `occupancy` output contract for one zone: exactly these keys per kind."""
+    if isinstance(state, SpaceState):
+        return {"id": state.id, "kind": "space", "occupied": state.occupied, "score": round(state.score, 4)}
+    return {"id": state.id, "kind": "area", "vehicles": state.vehicles, "capacity": state.capacity,
+            "free": state.free}
+
+
+def run_occupancy(args: argparse.Namespace) -> int:
+    import cv2
+    from cityeye.vision.detector import Detector
+    from tqdm import tqdm
+
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise _usage_error(f"image file(s) not found: {', '.join(missing)}")
+    calibration = load_calibration(args.calibration) if args.calibration else None
+    zones = load_zones(args.zones, calibration)
+    if not any(z.kind != "line" for z in zones):
+        raise _usage_error(f"{args.zones}: has no space or area zones to judge (only lines)")
+    detector = Detector(args.model, imgsz=args.imgsz, confidence=args.confidence)
+    judge = OccupancyJudge(zones, args.rule)
+    for path in tqdm(args.images, desc="occupancy", unit="img", file=sys.stderr, disable=None):
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise _usage_error(f"{path}: cannot be read as an image (a .jpg/.png file is expected)")
+        states = judge(detector.detect(np.asarray(image, dtype=np.uint8)))
+        if args.json:
+            print(json.dumps({"image": path, "zones": [zone_json(s) for s in states]}), flush=True)
+        else:
+            free = sum(s.free for s in states)
+            total = sum(s.total for s in states)
+            print(f"{path}: {free} of {total} free", flush=True)
+    return 0
+
+
+def _write(doc: dict[str, Any], out: str | None, count: int) -> None:
+    text = json.dumps(doc, indent=1)
+    if out is None or out == "-":
+        print(text)
+        return
+    Path(out).write_text(text + "\n", encoding="utf-8")
+    print(json.dumps({"out": out, "zones": count}))
+
+
+def _checked(doc: dict[str, Any], source: str) -> int:
+    """Read an imported collection back as cityeye zones, so a bad import fails here and not
+    on the edge box; returns the zone count."""
+    return len(parse_zones(doc, source=source))
+
+
+def run_import_pklot(args: argparse.Namespace) -> int:
+    from cityeye.zones.importers import import_pklot
+
+    doc = import_pklot(args.xml)
+    _write(doc, args.out, _checked(doc, args.xml))
+    return 0
+
+
+def run_import_ultralytics(args: argparse.Namespace) -> int:
+    from cityeye.zones.importers import import_ultralytics
+
+    doc = import_ultralytics(args.json_file, scale=(args.scale[0], args.scale[1]))
+    _write(doc, args.out, _checked(doc, args.json_file))
+    return 0
+
+
+def _round_lonlat(doc: dict[str, Any]) -> dict[str, Any]:
+    for feat in doc["features"]:
+        geom = feat["geometry"]
+        rings = geom["coordinates"] if geom["type"] == "Polygon" else [geom["coordinates"]]
+        for ring in rings:
+            ring[:] = [[round(v, _LONLAT_DIGITS) for v in pt] for pt in ring]
+    return doc
+
+
+def run_georef(args: argparse.Namespace) -> int:
+    calibration = load_calibration(args.calibration)
+    try:
+        data = json.loads(Path(args.zones).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _usage_error(f"zones file {args.zones} not found") from None
+    except json.JSONDecodeError as exc:
+        raise ZoneError(f"{args.zones}: not valid JSON: {exc}") from None
+    if isinstance(data, dict) and data.get("cityeye:coordinates") == "wgs84":
+        raise _usage_error(f"{args.zones} is already in WGS84 lon/lat; georef converts pixel zones")
+    zones = parse_zones(data, source=args.zones, calibration=calibration, coordinates="pixel")
+    doc = _round_lonlat(zones_to_geojson(zones, coordinates="wgs84"))
+    _write(doc, args.out, len(zones))
+    return 0
+
+
+def calibration_report(cal: Calibration) -> dict[str, Any]:
+    errors = cal.reprojection_errors_m()
+    return {
+        "calibration": cal.source,
+        "pairs": len(cal.pixels),
+        "origin_lonlat": list(cal.origin),
+        "homography": cal.homography_lonlat.tolist(),
+        "homography_local_m": cal.homography_m.tolist(),
+        "errors_m": [
+            {"pixel": px.tolist(), "lonlat": ll.tolist(), "error_m": float(e)}
+            for px, ll, e in zip(cal.pixels, cal.lonlats, errors, strict=True)
+        ],
+        "rms_m": cal.reprojection_error_m(),
+        "max_m": float(errors.max()),
+    }
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    print(json.dumps(calibration_report(load_calibration(args.calibration)), indent=1))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("occupancy", help="judge parking zones on images (detector + occupancy rule)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="frames to judge, each on its own")
+    p.add_argument("--zones", required=True, help="GeoJSON FeatureCollection of the camera's zones")
+    p.add_argument("--calibration", help="calibration JSON (needed for WGS84 zones)")
+    p.add_argument("--model", help="ONNX detector (default: $CITYEYE_MODEL, else the shipped model)")
+    p.add_argument("--imgsz", type=int, help="detector input size (default: the model's own)")
+    p.add_argument("--confidence", type=float, default=0.25, help="minimum detection confidence (0.25)")
+    p.add_argument("--rule", type=_rule, default=DEFAULT_RULE,
+                   help=f"occupancy rule: bottom, point[:LIFT], overlap[:MIN], overlap-box[:MIN] "
+                        f"(default {DEFAULT_RULE})")
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.set_defaults(func=run_occupancy)
+
+    z = sub.add_parser("zones", help="make zone files: import from PKLot/Ultralytics, geo-reference")
+    zsub = z.add_subparsers(dest="zones_command", metavar="ZONES_COMMAND", required=True)
+    ip = zsub.add_parser("import-pklot", help="PKLot XML -> pixel space polygons")
+    ip.add_argument("xml", metavar="FRAME.xml")
+    ip.add_argument("--out", help="output GeoJSON (default: stdout)")
+    ip.set_defaults(func=run_import_pklot)
+    iu = zsub.add_parser("import-ultralytics", help="Ultralytics bounding_boxes.json -> pixel space polygons")
+    iu.add_argument("json_file", metavar="bounding_boxes.json")
+    iu.add_argument("--out", help="output GeoJSON (default: stdout)")
+    iu.add_argument("--scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("SX", "SY"),
+                    help="multiply x and y, for a frame size other than the one the boxes were drawn on")
+    iu.set_defaults(func=run_import_ultralytics)
+    g = zsub.add_parser("georef", help="pixel zones -> WGS84 zones through a calibration")
+    g.add_argument("zones", metavar="ZONES.geojson")
+    g.add_argument("--calibration", required=True, help="calibration JSON of the camera")
+    g.add_argument("--out", help="output GeoJSON (default: stdout)")
+    g.set_defaults(func=run_georef)
+
+    c = sub.add_parser("calibrate", help="fit a calibration file; print the homography and its errors")
+    c.add_argument("calibration", metavar="CAL.json")
+    c.set_defaults(func=run_calibrate)
