@@ -285,7 +285,7 @@ def parse_calibration(data: object, source: str = "<calibration>") -> Calibratio
 
 def load_calibration(path: str | Path) -> Calibration:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise CalibrationError(f"calibration file {p} not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))

@@ -47,7 +47,7 @@ def _children(el: ET.Element, name: str) -> list[ET.Element]:
 
 def _parse_pklot(xml_path: str | Path) -> tuple[Path, ET.Element, list[tuple[str, ET.Element]]]:
     p = Path(xml_path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise ZoneError(f"PKLot file {p} not found")
     try:
         root = ET.parse(p).getroot()
@@ -137,7 +137,7 @@ def import_ultralytics(json_path: str | Path, scale: tuple[float, float] = (1, 1
     carries them to another resolution of the same view. Ids are "1".."n" in file order.
     """
     p = Path(json_path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise ZoneError(f"Ultralytics file {p} not found")
     sx, sy = (float(v) for v in scale)
     if not (np.isfinite([sx, sy]).all() and sx > 0 and sy > 0):

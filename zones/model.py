@@ -270,7 +270,7 @@ def load_zones(
     path: str | Path, calibration: Calibration | None = None, default_lot: str | None = None
 ) -> list[Zone]:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise ZoneError(f"zones file {p} not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
