@@ -1,0 +1,91 @@
+"""Class-aware NMS on constructed boxes, and against a plain greedy loop (torchvision semantics)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cityeye.vision.nms import box_iou, nms
+
+
+def _boxes(*rows: tuple[float, float, float, float]) -> np.ndarray:
+    return np.array(rows, dtype=np.float32)
+
+
+def _greedy(boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, thr: float) -> list[int]:
+    """Reference: torchvision.ops.nms with a per-class offset, written as the obvious loop."""
+    iou = box_iou(boxes, boxes)
+    removed = np.zeros(len(boxes), bool)
+    keep: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if removed[i]:
+            continue
+        keep.append(int(i))
+        removed |= (iou[i] > thr) & (cls == cls[i])
+    return keep
+
+
+def test_box_iou_by_hand() -> None:
+    a = _boxes((0, 0, 10, 10))
+    b = _boxes((5, 5, 15, 15), (20, 20, 30, 30), (0, 0, 10, 10), (2, 2, 4, 4))
+    np.testing.assert_allclose(box_iou(a, b), [[25 / 175, 0, 1, 4 / 100]])
+
+
+def test_same_class_overlap_suppressed_other_class_survives() -> None:
+    boxes = _boxes((0, 0, 10, 10), (1, 0, 11, 10))  # IoU 90/110 = 0.82
+    scores = np.array([0.9, 0.8], np.float32)
+    assert nms(boxes, scores, 0.7, np.array([2, 2], np.int32)).tolist() == [0]
+    assert nms(boxes, scores, 0.7, np.array([2, 7], np.int32)).tolist() == [0, 1]
+    assert nms(boxes, scores, 0.7).tolist() == [0]  # class-agnostic when no classes are given
+
+
+def test_iou_equal_to_threshold_is_kept() -> None:
+    boxes = _boxes((0, 0, 10, 10), (0, 0, 10, 5))  # IoU exactly 0.5
+    scores = np.array([0.5, 0.9], np.float32)
+    cls = np.zeros(2, np.int32)
+    assert nms(boxes, scores, 0.5, cls).tolist() == [1, 0]
+    assert nms(boxes, scores, 0.49, cls).tolist() == [1]
+
+
+def test_suppressed_box_does_not_suppress() -> None:
+    # A suppresses B (IoU 0.54); B would suppress C, but B is gone, and A-C IoU is 0.25.
+    boxes = _boxes((0, 0, 10, 10), (3, 0, 13, 10), (6, 0, 16, 10))
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    assert nms(boxes, scores, 0.5, np.zeros(3, np.int32)).tolist() == [0, 2]
+
+
+def test_max_det_keeps_best_scores() -> None:
+    n = 400
+    x = np.arange(n, dtype=np.float32) * 20
+    boxes = np.stack([x, np.zeros(n), x + 10, np.full(n, 10)], 1).astype(np.float32)
+    scores = np.random.default_rng(0).permutation(n).astype(np.float32) / n
+    keep = nms(boxes, scores, 0.7, np.zeros(n, np.int32), max_det=300)
+    assert len(keep) == 300
+    assert np.all(np.diff(scores[keep]) <= 0)
+    assert scores[keep].min() > np.sort(scores)[-301]
+
+
+def test_max_nms_limits_candidates() -> None:
+    x = np.arange(50, dtype=np.float32) * 20
+    boxes = np.stack([x, np.zeros(50), x + 10, np.full(50, 10)], 1).astype(np.float32)
+    scores = np.linspace(1, 0.5, 50).astype(np.float32)
+    assert nms(boxes, scores, 0.7, max_nms=10).tolist() == list(range(10))
+
+
+def test_empty_and_degenerate() -> None:
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).shape == (0,)
+    zero = _boxes((5, 5, 5, 5), (5, 5, 5, 5))
+    assert box_iou(zero, zero).tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    assert nms(zero, np.array([0.9, 0.8], np.float32), 0.5).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("n", [50, 1100])  # 1100 spans several internal blocks of 512
+def test_matches_greedy_reference_on_random_crowds(n: int) -> None:
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, 300, (n, 2))
+    wh = rng.uniform(5, 60, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.uniform(0.25, 1, n).astype(np.float32)
+    cls = rng.integers(0, 3, n).astype(np.int32)
+    for thr in (0.3, 0.7):
+        got = nms(boxes, scores, thr, cls, max_det=10_000).tolist()
+        assert got == _greedy(boxes, scores, cls, thr)
