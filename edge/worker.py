@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from cityeye.config import CameraConfig, SiteConfig
 from cityeye.edge.publisher import CameraPublisher
 from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent, OccupancyEvent
-from cityeye.streams.sources import SourceError, open_source
+from cityeye.streams.sources import FrameSource, SourceError, open_source
 from cityeye.vision.detector import Detector
 from cityeye.zones.calibration import load_calibration
 from cityeye.zones.model import Zone, load_zones
@@ -69,7 +69,8 @@ class CameraWorker:
         self.publisher = publisher
         self.stats = CameraStats()
         self.zones: list[Zone] = self._load_zones(cam)
-        self.source = open_source(cam)
+        self.source: FrameSource | None = None
+        self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"camera-{cam.id}", daemon=True)
         self.finished = threading.Event()
 
@@ -84,10 +85,17 @@ class CameraWorker:
         self.thread.start()
 
     def stop(self) -> None:
-        self.source.close()
+        self._stopping.set()
+        if self.source is not None:
+            self.source.close()
 
     def _run(self) -> None:
         try:
+            # Opened here, not in __init__: a camera whose source is broken reports an error
+            # status and lets the other cameras run.
+            self.source = open_source(self.cam)
+            if self._stopping.is_set():
+                return
             for frame in self.source:
                 self.stats.frames_received += 1
                 self.stats.last_frame_mono = time.monotonic()
