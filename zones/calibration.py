@@ -17,7 +17,6 @@ Other top-level keys (``"camera"``, ``"note"``) are allowed and ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -33,8 +32,8 @@ EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius: the best single sphere for dis
 # Below this (smallest / largest singular value of the centred, normalised points) a point
 # set is treated as lying on one line: about 1 mm across 1 km.
 _COLLINEAR_TOL = 1e-6
-# Relative size of the second-smallest singular value of the DLT system below which the
-# homography is not determined by the pairs (fewer than 4 points in general position).
+# Conditioning (see _dlt) below which the pairs do not determine an invertible homography
+# (fewer than 4 points in general position).
 _RANK_TOL = 1e-9
 
 
@@ -116,7 +115,14 @@ def _collinear(pts: Array) -> bool:
 
 
 def _dlt(src: Array, dst: Array) -> tuple[Array, float]:
-    """Normalised DLT; returns H (src -> dst, H[2,2] = 1) and the conditioning ratio s[7]/s[0]."""
+    """Normalised DLT; returns H (src -> dst, unit Frobenius norm, w > 0 at the source points)
+    and a conditioning ratio in normalised coordinates, so that it does not depend on image
+    size or lot size: the smaller of s[7]/s[0] of the DLT system (is H determined?) and
+    s_min/s_max of the normalised H (is it invertible?).
+
+    Not scaled to H[2,2] = 1: H[2,2] is w at pixel (0, 0), which is zero when the horizon
+    passes through that corner of the image.
+    """
     ts, td = _normaliser(src), _normaliser(dst)
     s = src @ ts[:2, :2].T + ts[:2, 2]
     d = dst @ td[:2, :2].T + td[:2, 2]
@@ -129,9 +135,12 @@ def _dlt(src: Array, dst: Array) -> tuple[Array, float]:
     a[1::2, 6], a[1::2, 7], a[1::2, 8] = v * x, v * y, v
     _, sv, vt = np.linalg.svd(a)
     hn = vt[-1].reshape(3, 3)
+    hs = np.linalg.svd(hn, compute_uv=False)
     h = np.linalg.inv(td) @ hn @ ts
-    ratio = float(sv[7] / sv[0]) if len(sv) >= 8 else 0.0
-    return h / h[2, 2], ratio
+    h /= np.linalg.norm(h)
+    if np.median(src @ h[2, :2] + h[2, 2]) < 0:
+        h = -h
+    return h, float(min(sv[7] / sv[0], hs[2] / hs[0]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,13 +194,13 @@ class Calibration:
 
     @property
     def homography_lonlat(self) -> Array:
-        """Pixel -> lon/lat homography (3x3, [2,2] = 1): the metric fit composed with the affine
+        """Pixel -> lon/lat homography (3x3, up to scale): the metric fit composed with the affine
         equirectangular inverse, for consumers that want one matrix."""
         lon0, lat0 = self.origin
         kx, ky = _metres_per_degree(lat0)
         a = np.array([[1.0 / kx, 0.0, lon0], [0.0, 1.0 / ky, lat0], [0.0, 0.0, 1.0]])
         h = a @ self.homography_m
-        return np.asarray(h / h[2, 2], dtype=np.float64)
+        return np.asarray(h / np.linalg.norm(h), dtype=np.float64)
 
     def reprojection_errors_m(self) -> Array:
         """Per pair: ground distance in metres between the surveyed lon/lat and its pixel's image."""
@@ -203,8 +212,7 @@ class Calibration:
         return float(np.sqrt(np.mean(e**2)))
 
 
-def fit(pairs: Sequence[tuple[Sequence[float], Sequence[float]]] | npt.ArrayLike, source: str | None = None
-        ) -> Calibration:
+def fit(pairs: npt.ArrayLike, source: str | None = None) -> Calibration:
     """Fit from (pixel, lonlat) pairs: a sequence of ((x, y), (lon, lat)) or an (N, 2, 2) array."""
     where = f"{source}: " if source else ""
     arr = np.asarray(pairs, dtype=np.float64)
@@ -246,7 +254,7 @@ def fit(pairs: Sequence[tuple[Sequence[float], Sequence[float]]] | npt.ArrayLike
                 "area (at least 4 with no 3 on a line)"
             )
     h, ratio = _dlt(px, en)
-    if ratio < _RANK_TOL or not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-12 * np.abs(h).max() ** 3:
+    if ratio < _RANK_TOL or not np.isfinite(h).all():
         hint = ""
         if n == 4:
             for skip in range(4):
@@ -258,14 +266,13 @@ def fit(pairs: Sequence[tuple[Sequence[float], Sequence[float]]] | npt.ArrayLike
             f"{where}the points are degenerate{hint}: at least 4 of them must be in general position, "
             "no three on one line, in both the image and on the ground"
         )
-    cal = Calibration(px, ll, origin, h, source)
     _, w = _apply_h(h, px)
-    if not (np.all(w > 0) or np.all(w < 0)):
+    if not np.all(w > 0):
         raise CalibrationError(
             f"{where}the fitted homography puts some pairs beyond the horizon; the pairs are inconsistent "
             "(check for swapped lon/lat, a mistyped coordinate or pairs matched to the wrong pixel)"
         )
-    return cal
+    return Calibration(px, ll, origin, h, source)
 
 
 def parse_calibration(data: object, source: str = "<calibration>") -> Calibration:
