@@ -265,6 +265,8 @@ class Store:
 
     The MQTT consumer thread writes while request threads read; every public method opens
     and closes its own session and returns plain dataclasses, never live ORM objects.
+    In-memory SQLite (``sqlite://``) shares one connection between all threads, so it suits
+    single-threaded scripts and quick checks only; the API wants a file or a server database.
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:

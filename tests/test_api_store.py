@@ -82,9 +82,9 @@ def test_nearby_filters_by_radius_and_min_free_nearest_first(store: Store) -> No
 def test_nearby_uses_true_distance_not_the_box_corner(store: Store) -> None:
     # 900 m north and 900 m east is inside the 1 km box but ~1273 m away.
     dlon = 900 / (M_PER_DEG_LAT * 0.6677)  # cos(48.137°) ≈ 0.6677
-    corner = AreaState(id="corner", vehicles=0, capacity=5, lat=north(900), lon=LON + dlon)
-    store.apply(occupancy("e1", [corner]))
-    assert float(haversine_m(LAT, LON, corner.lat, corner.lon)) > 1200
+    clat, clon = north(900), LON + dlon
+    store.apply(occupancy("e1", [AreaState(id="corner", vehicles=0, capacity=5, lat=clat, lon=clon)]))
+    assert float(haversine_m(LAT, LON, clat, clon)) > 1200
     assert store.nearby(LAT, LON, 1000) == []
     assert [n.zone.zone_id for n in store.nearby(LAT, LON, 1300)] == ["corner"]
 
