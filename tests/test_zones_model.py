@@ -173,3 +173,12 @@ def test_missing_file_and_bad_json(tmp_path: Path) -> None:
     bad.write_text("[")
     with pytest.raises(ZoneError, match="not valid JSON"):
         load_zones(bad)
+
+
+def test_zones_off_the_visible_ground_are_refused(cal: Calibration) -> None:
+    sky = project(np.array([[0.0, -70.0], [5.0, -70.0], [5.0, -75.0], [0.0, -75.0]]))  # beyond the horizon
+    with pytest.raises(ZoneError, match=r"\(id 'up'\): reaches above the horizon of the calibration cal"):
+        parse_zones(collection(space("up", sky.tolist())), calibration=cal)
+    behind = metres_to_lonlat(np.array([[0.0, -70.0], [5.0, -70.0], [5.0, -75.0]]))
+    with pytest.raises(ZoneError, match=r"#0 \(id 'back'\): lies behind the camera"):
+        parse_zones(collection(space("back", behind.tolist()), coordinates="wgs84"), calibration=cal)

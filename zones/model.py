@@ -200,70 +200,80 @@ def parse_zones(
         if zid in seen:
             raise ZoneError(f"{at}duplicate id, already used by feature #{seen[zid]}; ids must be unique")
         seen[zid] = i
-
-        kind = props.get("kind")
-        if kind not in _GEOMETRY:
-            what = "has no properties.kind" if kind is None else f"has properties.kind {kind!r}"
-            raise ZoneError(f"{at}{what}; use \"space\", \"area\" or \"line\"")
-        geom = feat.get("geometry")
-        gtype = geom.get("type") if isinstance(geom, dict) else None
-        if gtype != _GEOMETRY[kind]:
-            raise ZoneError(f"{at}a {kind} needs a {_GEOMETRY[kind]} geometry, got {gtype or 'none'}")
-        assert isinstance(geom, dict)
-        if kind == "line":
-            coords = _coords(geom.get("coordinates"), at, "LineString")
-            if len(np.unique(coords, axis=0)) < 2:
-                raise ZoneError(f"{at}LineString needs at least 2 distinct points")
-        else:
-            coords = _ring(geom.get("coordinates"), at)
-
-        capacity: int | None = None
-        if kind == "area":
-            cap = props.get("capacity")
-            if cap is None:
-                raise ZoneError(f"{at}an area needs properties.capacity (the number of vehicles it holds)")
-            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
-                raise ZoneError(f"{at}properties.capacity {cap!r} must be a non-negative integer")
-            capacity = cap
-
-        if system == "wgs84":
-            assert calibration is not None
-            if (np.abs(coords[:, 0]) > 180).any() or (np.abs(coords[:, 1]) > 90).any():
-                raise ZoneError(
-                    f"{at}coordinates are not lon/lat degrees (they look like pixels); set "
-                    f"\"{COORDINATES_MEMBER}\": \"pixel\" on the collection"
-                )
-            lonlat: Array | None = coords
-            pixels = calibration.lonlat_to_pixel(coords)
-            if not np.isfinite(pixels).all():
-                raise ZoneError(f"{at}lies behind the camera of the calibration {calibration.source or ''}; "
-                                "check the zone and the calibration belong to the same camera")
-        else:
-            pixels = coords
-            lonlat = None
-            if calibration is not None:
-                lonlat = calibration.pixel_to_lonlat(coords)
-                if not np.isfinite(lonlat).all():
-                    raise ZoneError(f"{at}reaches above the horizon of the calibration "
-                                    f"{calibration.source or ''}; no ground position exists there")
-        if kind != "line":
-            _check_polygon(pixels, at)
-
-        name = props.get("name")
-        lot = props.get("lot", default_lot)
-        zones.append(
-            Zone(
-                id=zid,
-                kind=cast(ZoneKind, kind),
-                pixels=_readonly(pixels),
-                lonlat=None if lonlat is None else _readonly(lonlat),
-                capacity=capacity,
-                name=None if name is None else str(name),
-                lot=None if lot is None else str(lot),
-                properties=dict(props),
-            )
-        )
+        zones.append(_parse_feature(zid, feat, props, at, system, calibration, default_lot))
     return zones
+
+
+def _parse_feature(
+    zid: str,
+    feat: dict[str, Any],
+    props: dict[str, Any],
+    at: str,
+    system: CoordinateSystem,
+    calibration: Calibration | None,
+    default_lot: str | None,
+) -> Zone:
+    kind = props.get("kind")
+    if kind not in _GEOMETRY:
+        what = "has no properties.kind" if kind is None else f"has properties.kind {kind!r}"
+        raise ZoneError(f"{at}{what}; use \"space\", \"area\" or \"line\"")
+    geom = feat.get("geometry")
+    gtype = geom.get("type") if isinstance(geom, dict) else None
+    if not isinstance(geom, dict) or gtype != _GEOMETRY[kind]:
+        raise ZoneError(f"{at}a {kind} needs a {_GEOMETRY[kind]} geometry, got {gtype or 'none'}")
+    if kind == "line":
+        coords = _coords(geom.get("coordinates"), at, "LineString")
+        if len(np.unique(coords, axis=0)) < 2:
+            raise ZoneError(f"{at}LineString needs at least 2 distinct points")
+    else:
+        coords = _ring(geom.get("coordinates"), at)
+
+    capacity: int | None = None
+    if kind == "area":
+        capacity = props.get("capacity")
+        if capacity is None:
+            raise ZoneError(f"{at}an area needs properties.capacity (the number of vehicles it holds)")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ZoneError(f"{at}properties.capacity {capacity!r} must be a non-negative integer")
+
+    pixels, lonlat = _locate(coords, at, system, calibration)
+    if kind != "line":
+        _check_polygon(pixels, at)
+    name = props.get("name")
+    lot = props.get("lot", default_lot)
+    return Zone(
+        id=zid,
+        kind=cast(ZoneKind, kind),
+        pixels=_readonly(pixels),
+        lonlat=None if lonlat is None else _readonly(lonlat),
+        capacity=capacity,
+        name=None if name is None else str(name),
+        lot=None if lot is None else str(lot),
+        properties=dict(props),
+    )
+
+
+def _locate(
+    coords: Array, at: str, system: CoordinateSystem, calibration: Calibration | None
+) -> tuple[Array, Array | None]:
+    """(pixels, lon/lat or None) of a feature's vertices written in ``system``."""
+    if calibration is None:
+        return coords, None  # parse_zones refuses wgs84 without a calibration
+    cal_name = calibration.source or "in use"
+    if system == "pixel":
+        lonlat = calibration.pixel_to_lonlat(coords)
+        if not np.isfinite(lonlat).all():
+            raise ZoneError(f"{at}reaches above the horizon of the calibration {cal_name}; "
+                            "no ground position exists there")
+        return coords, lonlat
+    if (np.abs(coords[:, 0]) > 180).any() or (np.abs(coords[:, 1]) > 90).any():
+        raise ZoneError(f"{at}coordinates are not lon/lat degrees (they look like pixels); set "
+                        f"\"{COORDINATES_MEMBER}\": \"pixel\" on the collection")
+    pixels = calibration.lonlat_to_pixel(coords)
+    if not np.isfinite(pixels).all():
+        raise ZoneError(f"{at}lies behind the camera of the calibration {cal_name}; "
+                        "check the zone and the calibration belong to the same camera")
+    return pixels, coords
 
 
 def load_zones(
