@@ -34,7 +34,7 @@ The lift helps on every view and every detector cut (also with the INT8, YOLO11n
 YOLOX-nano models), and any lift from 0.2 to 0.4 scores within a few spaces of the others,
 so 0.3 is the middle of a plateau, not a fitted optimum. Overlap rules are no better and
 their threshold interacts with box size, so they stay opt-in. What remains is detector
-recall (PUCPR cars are ~20 px at 640 input): a lower confidence cut helps more than any rule,
+recall (PUCPR bays are ~48x40 px, ~24x20 px at 640 input): a lower confidence cut helps more than any rule,
 because the polygon test itself rejects most stray boxes.
 
 The score of a space is the confidence of the vehicle that made it occupied (the highest
