@@ -73,8 +73,10 @@ def _read(path: str) -> npt.NDArray[np.uint8] | str:
     import cv2
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         return "no such file"
+    if not p.is_file():
+        return "not a file"
     img = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if img is None:
         return "not an image OpenCV can decode"

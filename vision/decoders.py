@@ -194,7 +194,7 @@ SUPPORTED_LAYOUTS = (
 
 def select_decoder(
     input_hw: tuple[int, int], output_shape: Sequence[int], metadata: Mapping[str, str]
-) -> UltralyticsDecoder | YoloxDecoder | EndToEndDecoder:
+) -> Decoder:
     """The decoder for a detection model, from its first output's shape and its metadata.
 
     The anchor count that a 8/16/32-stride grid gives for this input size tells a channels-first

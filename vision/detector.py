@@ -15,14 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 from cityeye.models.registry import HOW_TO_GET_A_MODEL, ModelError, open_session, resolve_model_path
-from cityeye.vision.decoders import (
-    STRIDES,
-    EndToEndDecoder,
-    UltralyticsDecoder,
-    YoloxDecoder,
-    class_names,
-    select_decoder,
-)
+from cityeye.vision.decoders import STRIDES, Decoder, class_names, select_decoder
 from cityeye.vision.detections import Detections
 from cityeye.vision.letterbox import Letterbox, letterbox
 from cityeye.vision.nms import nms
@@ -148,7 +141,7 @@ class Detector:
         return self._path
 
     @property
-    def decoder(self) -> UltralyticsDecoder | YoloxDecoder | EndToEndDecoder:
+    def decoder(self) -> Decoder:
         return self._decoder
 
     @property
