@@ -130,10 +130,10 @@ def run_demo(args: argparse.Namespace) -> int:
                     raise RuntimeError(f"{p.args!r} exited with {p.returncode}; see the logs in {workdir}")
             time.sleep(0.5)
     finally:
+        # One at a time, edge first and broker last, so the edge can still say `offline`.
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
