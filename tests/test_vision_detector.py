@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -118,3 +119,24 @@ def test_concurrent_detect_is_consistent(default_detector: Detector, frame1: np.
 def test_rejects_non_bgr_image(default_detector: Detector) -> None:
     with pytest.raises(ValueError, match="BGR"):
         default_detector.detect(np.zeros((100, 100), np.uint8))
+
+
+def test_dynamic_input_model(tmp_path: Path, frame1: np.ndarray) -> None:
+    onnx = pytest.importorskip(
+        "onnx", reason="making a dynamic-input copy needs onnx (pip install -e '.[dev]')"
+    )
+    model = onnx.load(str(shared_path("models", "yolox_nano.onnx")))
+    for i, name in ((2, "h"), (3, "w")):
+        model.graph.input[0].type.tensor_type.shape.dim[i].dim_param = name
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "anchors"
+    dyn = tmp_path / "yolox_dynamic.onnx"
+    onnx.save(model, str(dyn))
+
+    static = Detector(shared_path("models", "yolox_nano.onnx")).detect(frame1)
+    d = Detector(dyn, imgsz=416)  # the head is learnt from one blank run
+    assert d.input_size == (416, 416) and d.decoder.family == "yolox"
+    np.testing.assert_array_equal(d.detect(frame1).xyxy, static.xyxy)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Detector(dyn, imgsz=400)
+    with pytest.raises(ModelError, match="set imgsz to its export size"):
+        Detector(dyn)  # no imgsz metadata: 640 is tried, and this graph only produces 416's anchors

@@ -219,5 +219,5 @@ def select_decoder(
     raise ModelError(
         f"cannot tell the head family of output {tuple(output_shape)} for a "
         f"{input_hw[1]}x{input_hw[0]} input ({anchors} anchors at strides {STRIDES}); "
-        f"supported: {SUPPORTED_LAYOUTS}"
+        f"supported: {SUPPORTED_LAYOUTS}. For a model with a dynamic input, set imgsz to its export size"
     )

@@ -73,6 +73,7 @@ class Detector:
         self._session = open_session(self._path, threads)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         self._input_name, self._input_hw, self._input_dtype = self._inspect_input(imgsz, meta)
+        self._output_name = self._session.get_outputs()[0].name  # extra outputs (e.g. protos) are not run
         self._decoder = select_decoder(self._input_hw, self._output_shape(), meta)
         self._names = class_names(meta, self._decoder.num_classes)
         log.debug("loaded %s: %s head, input %s, %d classes", self._path, self._decoder.family,
@@ -125,7 +126,14 @@ class Detector:
         shape = self._session.get_outputs()[0].shape
         if all(isinstance(d, int) for d in shape):
             return [int(d) for d in shape]
-        return list(self.infer(np.zeros((1, 3, *self._input_hw), dtype=np.float32)).shape)
+        h, w = self._input_hw
+        try:
+            return list(self.infer(np.zeros((1, 3, h, w), dtype=np.float32)).shape)
+        except Exception as exc:  # onnxruntime's pybind errors share no base class
+            raise ModelError(
+                f"{self._path} does not run at input {w}x{h} ({exc}); give imgsz the size the model was "
+                "exported with"
+            ) from exc
 
     @property
     def names(self) -> dict[int, str]:
@@ -155,7 +163,7 @@ class Detector:
 
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         feed = tensor if self._input_dtype is np.float32 else tensor.astype(self._input_dtype)
-        out = self._session.run(None, {self._input_name: feed})[0]
+        out = self._session.run([self._output_name], {self._input_name: feed})[0]
         return np.asarray(out, dtype=np.float32)
 
     def postprocess(self, output: npt.NDArray[np.float32], geo: Letterbox) -> Detections:
