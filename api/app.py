@@ -13,13 +13,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from cityeye import __version__
-from cityeye.api.ingest import DEFAULT_TOPIC_FILTER, MqttIngest, MqttProtocol, shared_filter
-from cityeye.api.store import Store, ZoneRecord, utcnow
-from cityeye.config import SiteConfig
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
+
+from cityeye import __version__
+from cityeye.api.ingest import MqttIngest, MqttProtocol, shared_filter
+from cityeye.api.store import Store, ZoneRecord, utcnow
+from cityeye.config import SiteConfig
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +271,9 @@ def create_app(
     cfg: SiteConfig,
     *,
     ingest: bool = True,
-    topic_filter: str = DEFAULT_TOPIC_FILTER,
+    topic_filter: str | None = None,
     share_group: str | None = None,
-    mqtt_protocol: MqttProtocol = "5",
+    mqtt_protocol: MqttProtocol | None = None,
 ) -> FastAPI:
     """Build the API for one site configuration.
 
@@ -280,6 +281,9 @@ def create_app(
     once with a clear message, before a server binds its port; tables are created and the
     MQTT consumer started in the lifespan, and the consumer stopped before the store closes.
     """
+    topic_filter = topic_filter or cfg.api.mqtt_topic_filter
+    share_group = share_group or cfg.api.share_group
+    protocol: MqttProtocol = mqtt_protocol or cfg.mqtt.protocol
     shared_filter(topic_filter, share_group)  # validate now; the consumer is built at startup
     store = Store(cfg.api.database_url)
 
@@ -294,7 +298,7 @@ def create_app(
                 site=cfg.site,
                 topic_filter=topic_filter,
                 share_group=share_group,
-                protocol=mqtt_protocol,
+                protocol=protocol,
             )
             consumer.start()
         app.state.ingest = consumer

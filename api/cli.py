@@ -22,8 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-ingest", action="store_true", help="serve the database only, do not connect to MQTT")
     p.add_argument(
         "--mqtt-filter",
-        default=DEFAULT_TOPIC_FILTER,
-        help=f"topic filter to consume (default {DEFAULT_TOPIC_FILTER})",
+        help=f"topic filter to consume (default: api.mqtt_topic_filter, {DEFAULT_TOPIC_FILTER})",
     )
     p.add_argument(
         "--share-group",
@@ -31,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(several API instances sharing one database)",
     )
     p.add_argument(
-        "--mqtt-protocol", choices=("5", "3.1.1"), default="5", help="MQTT protocol version (default 5)"
+        "--mqtt-protocol", choices=("5", "3.1.1"), help="MQTT protocol version (default: mqtt.protocol, 5)"
     )
     p.set_defaults(func=run)
 
@@ -65,6 +64,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
+
     from cityeye.api.app import create_app
     from cityeye.config import load_config
 

@@ -17,13 +17,14 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
 from cityeye.api.store import Event, Store
 from cityeye.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
 from cityeye.events.schema import HealthEvent, OccupancyEvent, StatusEvent
 from cityeye.events.topics import ROOT, Topic, TopicKind, parse_topic
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 

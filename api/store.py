@@ -21,15 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cityeye.api.geo import bounding_box, haversine_m
-from cityeye.events.schema import (
-    AreaState,
-    CameraStatus,
-    HealthEvent,
-    OccupancyEvent,
-    SpaceState,
-    StatusEvent,
-)
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -51,6 +42,16 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
+
+from cityeye.api.geo import bounding_box, haversine_m
+from cityeye.events.schema import (
+    AreaState,
+    CameraStatus,
+    HealthEvent,
+    OccupancyEvent,
+    SpaceState,
+    StatusEvent,
+)
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,19 @@ def find_mosquitto() -> str | None:
     return next((p for p in MOSQUITTO_PATHS if Path(p).exists()), None)
 
 
-def start_broker(port: int, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a loopback-only broker; returns the process and which broker it is."""
-    exe = find_mosquitto()
+ENV_BROKER = "CITYEYE_DEMO_BROKER"
+
+
+def start_broker(port: int, workdir: Path, which: str = "auto") -> tuple[subprocess.Popen[bytes], str]:
+    """Start a loopback-only broker; returns the process and which broker it is.
+
+    ``which`` is ``auto`` (Mosquitto if installed, else amqtt), ``mosquitto`` or ``amqtt``.
+    """
+    if which not in ("auto", "mosquitto", "amqtt"):
+        raise ValueError(f"broker {which!r} is not one of auto, mosquitto, amqtt")
+    exe = find_mosquitto() if which != "amqtt" else None
+    if which == "mosquitto" and exe is None:
+        raise RuntimeError("Mosquitto is not installed (apt-get install mosquitto)")
     log = (workdir / "broker.log").open("ab")
     if exe:
         conf = workdir / "mosquitto.conf"

@@ -36,6 +36,9 @@ class MqttConfig(_Strict):
         default=30, ge=5, le=3600, description="MQTT keep-alive; sets Last-Will latency."
     )
     client_id: str | None = Field(default=None, description="Client id; default derived from site and role.")
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT protocol version; 3.1.1 for brokers without MQTT 5 (e.g. amqtt)."
+    )
     username: str | None = Field(
         default=None, description=f"Broker user name (or environment variable {ENV_MQTT_USERNAME})."
     )
@@ -87,6 +90,14 @@ class ApiConfig(_Strict):
     port: int = Field(default=8080, ge=1, le=65535, description="Listen port of the API.")
     database_url: str = Field(
         default="sqlite:///cityeye.db", description="SQLAlchemy URL: SQLite by default, PostgreSQL at scale."
+    )
+    mqtt_topic_filter: str = Field(
+        default="cityeye/v1/+/+/+", description="Topic filter the API consumes (e.g. one site only)."
+    )
+    share_group: str | None = Field(
+        default=None,
+        description="Consume through the MQTT 5 shared subscription $share/<group>/... so that several "
+        "API replicas sharing one database split the load.",
     )
     stale_after_s: float = Field(
         default=120.0, gt=0, description="A zone whose last update is older than this is reported stale."

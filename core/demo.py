@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from cityeye.broker import start_broker
+
+from cityeye.broker import ENV_BROKER, start_broker
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = SAMPLES / "pucpr"
@@ -64,7 +65,7 @@ def _wait_http(url: str, timeout_s: float) -> bool:
 
 
 def demo_config(
-    workdir: Path, mqtt_port: int, api_port: int, source: str, interval_s: float
+    workdir: Path, mqtt_port: int, api_port: int, source: str, interval_s: float, protocol: str = "5"
 ) -> dict[str, object]:
     camera: dict[str, object] = {
         "id": "pucpr-cam1",
@@ -79,7 +80,7 @@ def demo_config(
         camera["calibration"] = str(SAMPLE / "calibration.json")
     return {
         "site": "demo",
-        "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "protocol": protocol},
         "cameras": [camera],
         "api": {
             "host": "127.0.0.1",
@@ -102,11 +103,13 @@ def run_demo(args: argparse.Namespace) -> int:
     api_port = args.port if _port_free(args.port) else _free_port()
     mqtt_port = _free_port()
     cfg_path = workdir / "site.yaml"
-    cfg_path.write_text(yaml.safe_dump(demo_config(workdir, mqtt_port, api_port, source, args.interval)))
-
     procs: list[subprocess.Popen[bytes]] = []
-    broker, kind = start_broker(mqtt_port, workdir)
+    broker, kind = start_broker(mqtt_port, workdir, args.broker or os.environ.get(ENV_BROKER, "auto"))
     procs.append(broker)
+    protocol = "3.1.1" if kind == "amqtt" else "5"  # amqtt speaks MQTT 3.1.1 only
+    cfg_path.write_text(
+        yaml.safe_dump(demo_config(workdir, mqtt_port, api_port, source, args.interval, protocol))
+    )
     try:
         if not _wait_port(mqtt_port, 15):
             raise RuntimeError(f"the {kind} broker did not start; see {workdir / 'broker.log'}")
@@ -151,5 +154,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workdir", help="folder for config, database and logs (default: a new temp folder)")
     p.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)"
+    )
+    p.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        help=f"MQTT broker (default ${ENV_BROKER} or auto)",
     )
     p.set_defaults(func=run_demo)

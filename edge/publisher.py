@@ -14,11 +14,12 @@ import time
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
 from cityeye.config import MqttConfig
 from cityeye.events.schema import CameraStatus, HealthEvent, OccupancyEvent, StatusEvent
 from cityeye.events.topics import Topic, TopicKind, topic_for
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,16 @@ class CameraPublisher:
         self.connected = threading.Event()
         self.last_error: str | None = None
         client_id = f"{cfg.client_id or 'cityeye-edge'}-{site}-{camera}-{boot_id}"[:128]
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311,
+        )
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         if cfg.effective_username:
             self.client.username_pw_set(cfg.effective_username, cfg.password)
-        will = StatusEvent(
-            site=site,
-            camera=camera,
-            event_id=self.next_event_id("will"),
-            observed_at=datetime.now(UTC),
-            status=CameraStatus.OFFLINE,
-            detail="connection lost (Last Will)",
-        )
-        self.client.will_set(self._topic(TopicKind.STATUS), will.model_dump_json(), qos=1, retain=True)
+        self._set_will()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self._cfg = cfg
@@ -58,6 +55,19 @@ class CameraPublisher:
         with self._seq_lock:
             n = next(self._seq)
         return f"{self.site}:{self.camera}:{self.boot_id}:{kind}:{n}"
+
+    def _set_will(self) -> None:
+        """A fresh will per connection: the centre drops repeated event ids as duplicates, so a
+        second connection loss with the first will's id would leave the camera "online"."""
+        will = StatusEvent(
+            site=self.site,
+            camera=self.camera,
+            event_id=self.next_event_id("will"),
+            observed_at=datetime.now(UTC),
+            status=CameraStatus.OFFLINE,
+            detail="connection lost (Last Will)",
+        )
+        self.client.will_set(self._topic(TopicKind.STATUS), will.model_dump_json(), qos=1, retain=True)
 
     def _topic(self, kind: TopicKind) -> str:
         return topic_for(self.site, self.camera, kind)
@@ -78,6 +88,7 @@ class CameraPublisher:
         self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object = None
     ) -> None:
         self.connected.clear()
+        self._set_will()  # used by paho's next reconnect
         if rc.value != 0:
             log.warning("camera %s: MQTT connection lost (%s); paho reconnects", self.camera, rc)
 
