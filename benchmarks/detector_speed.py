@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime as ort
+
 from cityeye.vision.detector import Detector
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

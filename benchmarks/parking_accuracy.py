@@ -27,12 +27,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
 from cityeye.vision.detections import Detections
 from cityeye.vision.detector import Detector
 from cityeye.zones.importers import import_pklot, read_pklot_labels
 from cityeye.zones.model import Zone, parse_zones
 from cityeye.zones.occupancy import DEFAULT_RULE, OccupancyJudge, OccupancyRule
-from tqdm import tqdm
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 import cv2
 import numpy as np
+
 from cityeye.config import CameraConfig
 from cityeye.streams.frame import Frame
 

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+
 from cityeye.api.app import create_app
 from cityeye.api.cli import register
 from cityeye.api.store import Store
 from cityeye.config import ApiConfig, SiteConfig
 from cityeye.events.schema import AreaState, CameraHealth, HealthEvent, OccupancyEvent, StatusEvent
-from fastapi.testclient import TestClient
 
 LAT, LON = 48.137, 11.575
 

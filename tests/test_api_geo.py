@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from cityeye.api.geo import EARTH_RADIUS_M, bounding_box, haversine_m
 
 

@@ -12,16 +12,16 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
-from cityeye.api.app import create_app
-from cityeye.api.ingest import MqttIngest
-from cityeye.config import ApiConfig, MqttConfig, SiteConfig
-from cityeye.events.schema import AreaState, CameraStatus, OccupancyEvent, SpaceState, StatusEvent
-from cityeye.events.topics import TopicKind, topic_for
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cityeye.api.app import create_app
+from cityeye.api.ingest import MqttIngest
+from cityeye.config import ApiConfig, MqttConfig, SiteConfig
+from cityeye.events.schema import AreaState, CameraStatus, OccupancyEvent, SpaceState, StatusEvent
+from cityeye.events.topics import TopicKind, topic_for
 from tests.conftest import Broker, free_port, start_mosquitto
 
 LAT, LON = 48.137, 11.575

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from cityeye.api.geo import haversine_m
 from cityeye.api.store import Store, zone_uid
 from cityeye.events.schema import (

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from cityeye.config import ConfigError, load_config, parse_config
 
 GOOD = """\

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
+
 from cityeye.events import (
     AreaState,
     OccupancyEvent,
@@ -15,7 +17,6 @@ from cityeye.events import (
     topic_for,
 )
 from cityeye.events.topics import subscription
-from pydantic import ValidationError
 
 
 def test_topic_round_trip_and_rejects() -> None:

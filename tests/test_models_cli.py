@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from cityeye.cli import UsageError
 from cityeye.models import cli as models_cli
 from cityeye.models.registry import DEFAULT_MODEL, ModelError
-
 from tests.conftest import shared_path
 
 

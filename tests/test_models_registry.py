@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from cityeye.models.registry import (
     DEFAULT_MODEL,
     ENV_MODEL,
@@ -13,7 +14,6 @@ from cityeye.models.registry import (
     resolve_model_path,
 )
 from cityeye.vision.detector import Detector
-
 from tests.conftest import shared_path
 
 HOW_TO = ("pip install 'cityeye[export]'", "cityeye models export yolo11n", "../shared/models")

@@ -10,6 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+
 from cityeye.config import CameraConfig
 from cityeye.streams.sources import AVSource, ImageFolderSource, SourceError, open_source, redact
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cityeye.cli import COMMAND_MODULES, UsageError
 from cityeye.models.registry import ENV_MODEL
 from cityeye.vision import cli as vision_cli
-
 from tests.conftest import shared_path
 
 CONTRACT_KEYS = {"image", "width", "height", "detections"}

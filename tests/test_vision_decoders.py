@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cityeye.models.registry import ModelError
 from cityeye.vision.decoders import (
     COCO80_NAMES,

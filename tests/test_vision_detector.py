@@ -9,12 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from cityeye.config import ModelConfig
 from cityeye.models.registry import DEFAULT_MODEL, ModelError
 from cityeye.vision.detections import Detections
 from cityeye.vision.detector import Detector
 from cityeye.vision.nms import box_iou
-
 from tests.conftest import shared_path
 
 DETRAC = ("data", "traffic", "detrac_MVI_20011")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cityeye.vision.nms import box_iou, nms
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cityeye.zones.calibration import (
     EARTH_RADIUS_M,
     CalibrationError,

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from cityeye.cli import main
 from cityeye.zones.importers import read_pklot_labels
 from cityeye.zones.model import load_zones

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cityeye.zones.importers import import_pklot, import_ultralytics, read_pklot_labels
 from cityeye.zones.model import ZoneError, parse_zones
 

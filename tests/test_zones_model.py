@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import shapely
+
 from cityeye.zones.calibration import Calibration, fit, haversine_m
 from cityeye.zones.model import ZoneError, load_zones, parse_zones, zones_to_geojson
 

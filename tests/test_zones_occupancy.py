@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from cityeye.events.schema import AreaState, SpaceState
 from cityeye.vision.detections import Detections
 from cityeye.zones.calibration import fit

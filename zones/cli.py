@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from cityeye.events.schema import AreaState, SpaceState
 from cityeye.zones.calibration import Calibration, load_calibration
 from cityeye.zones.model import ZoneError, load_zones, parse_zones, zones_to_geojson
@@ -44,8 +45,9 @@ def zone_json(state: SpaceState | AreaState) -> dict[str, Any]:
 
 def run_occupancy(args: argparse.Namespace) -> int:
     import cv2
-    from cityeye.vision.detector import Detector
     from tqdm import tqdm
+
+    from cityeye.vision.detector import Detector
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:

@@ -13,6 +13,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from cityeye.zones.model import COORDINATES_MEMBER, ZoneError
 
 FeatureCollection = dict[str, Any]

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import numpy.typing as npt
 import shapely
+
 from cityeye.zones.calibration import Calibration, local_m_to_lonlat, lonlat_to_local_m
 
 Array = npt.NDArray[np.float64]

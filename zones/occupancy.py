@@ -51,6 +51,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import shapely
+
 from cityeye.events.schema import AreaState, SpaceState
 from cityeye.vision.detections import Detections
 from cityeye.zones.model import Zone
