@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ValidationError
+
 from cityeye.cli import UsageError
 from cityeye.config import ModelConfig
-from pydantic import ValidationError
 
 if TYPE_CHECKING:
     import numpy.typing as npt
+
     from cityeye.vision.detections import Detections
 
 
@@ -84,8 +86,9 @@ def _read(path: str) -> npt.NDArray[np.uint8] | str:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from cityeye.vision.detector import Detector
     from tqdm import tqdm
+
+    from cityeye.vision.detector import Detector
 
     try:
         cfg = ModelConfig(path=args.model, imgsz=args.imgsz, confidence=args.conf, iou=args.iou)

@@ -14,6 +14,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
 from cityeye.models.registry import ModelError
 from cityeye.vision.letterbox import LetterboxSpec
 

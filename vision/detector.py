@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
 from cityeye.models.registry import HOW_TO_GET_A_MODEL, ModelError, open_session, resolve_model_path
 from cityeye.vision.decoders import STRIDES, Decoder, class_names, select_decoder
 from cityeye.vision.detections import Detections
@@ -22,6 +23,7 @@ from cityeye.vision.nms import nms
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
     from cityeye.config import ModelConfig
 
 log = logging.getLogger(__name__)
