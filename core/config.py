@@ -7,15 +7,35 @@ password and API keys come from the environment (names below).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ENV_MQTT_PASSWORD = "CITYEYE_MQTT_PASSWORD"
-ENV_MQTT_USERNAME = "CITYEYE_MQTT_USERNAME"
+from cityeye.api.config import ApiConfig
+from cityeye.events.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
+from cityeye.streams.config import StreamConfig
+from cityeye.vision.config import ModelConfig
+from cityeye.zones.config import ParkingConfig, TrafficConfig
+
+__all__ = [
+    "ENV_API_KEYS",
+    "ENV_MQTT_PASSWORD",
+    "ENV_MQTT_USERNAME",
+    "ApiConfig",
+    "CameraConfig",
+    "ConfigError",
+    "ModelConfig",
+    "MqttConfig",
+    "ParkingConfig",
+    "SiteConfig",
+    "StreamConfig",
+    "TrafficConfig",
+    "load_config",
+    "parse_config",
+]
+
 ENV_API_KEYS = "CITYEYE_API_KEYS"
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
@@ -29,53 +49,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MqttConfig(_Strict):
-    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
-    keepalive_s: int = Field(
-        default=30, ge=5, le=3600, description="MQTT keep-alive; sets Last-Will latency."
-    )
-    client_id: str | None = Field(default=None, description="Client id; default derived from site and role.")
-    protocol: Literal["5", "3.1.1"] = Field(
-        default="5", description="MQTT protocol version; 3.1.1 for brokers without MQTT 5 (e.g. amqtt)."
-    )
-    username: str | None = Field(
-        default=None, description=f"Broker user name (or environment variable {ENV_MQTT_USERNAME})."
-    )
+class CameraConfig(StreamConfig):
+    """One camera: how to read it (StreamConfig), what it watches, and where its zones are."""
 
-    @property
-    def password(self) -> str | None:
-        """Read from the environment only, so it never sits in a config file or a log."""
-        return os.environ.get(ENV_MQTT_PASSWORD)
-
-    @property
-    def effective_username(self) -> str | None:
-        return os.environ.get(ENV_MQTT_USERNAME) or self.username
-
-
-class ModelConfig(_Strict):
-    path: Path | None = Field(
-        default=None,
-        description="ONNX detector file. Default: $CITYEYE_MODEL, else the shipped yolov8n_dq.onnx.",
-    )
-    imgsz: int | None = Field(
-        default=None, ge=32, le=2048, description="Square input size; default: the model's own input size."
-    )
-    confidence: float = Field(default=0.25, gt=0.0, lt=1.0, description="Minimum detection confidence.")
-    iou: float = Field(default=0.7, gt=0.0, le=1.0, description="IoU threshold of class-aware NMS.")
-    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads (0 = library default).")
-
-
-class CameraConfig(_Strict):
     id: Identifier = Field(description="Camera id, unique within the site; part of every MQTT topic.")
-    source: str = Field(
-        min_length=1, description="Video file, folder of .jpg/.png images, or rtsp:// / http(s):// URL."
-    )
     mode: Literal["parking", "traffic"] = Field(default="parking", description="What the camera watches.")
-    interval_s: float = Field(
-        default=10.0, ge=0.0, description="Seconds between analysed frames (0 = every frame)."
-    )
-    loop: bool = Field(default=False, description="Replay a file or image folder forever (demos).")
     zones: Path | None = Field(
         default=None, description="GeoJSON FeatureCollection of zones for this camera."
     )
@@ -83,25 +61,8 @@ class CameraConfig(_Strict):
         default=None, description="JSON with >= 4 pixel <-> lon/lat point pairs (fitted as a homography)."
     )
     lot: str | None = Field(default=None, description="Default lot id for zones that name none.")
-
-
-class ApiConfig(_Strict):
-    host: str = Field(default="127.0.0.1", description="Listen address of the API.")
-    port: int = Field(default=8080, ge=1, le=65535, description="Listen port of the API.")
-    database_url: str = Field(
-        default="sqlite:///cityeye.db", description="SQLAlchemy URL: SQLite by default, PostgreSQL at scale."
-    )
-    mqtt_topic_filter: str = Field(
-        default="cityeye/v1/+/+/+", description="Topic filter the API consumes (e.g. one site only)."
-    )
-    share_group: str | None = Field(
-        default=None,
-        description="Consume through the MQTT 5 shared subscription $share/<group>/... so that several "
-        "API replicas sharing one database split the load.",
-    )
-    stale_after_s: float = Field(
-        default=120.0, gt=0, description="A zone whose last update is older than this is reported stale."
-    )
+    parking: ParkingConfig = Field(default_factory=ParkingConfig, description="Parking decision settings.")
+    traffic: TrafficConfig = Field(default_factory=TrafficConfig, description="Traffic counting settings.")
 
 
 class SiteConfig(_Strict):

@@ -18,12 +18,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cityeye.config import MqttConfig
-from cityeye.events.schema import CameraStatus, HealthEvent, OccupancyEvent, StatusEvent
+from cityeye.events.schema import AnyEvent, CameraStatus, StatusEvent
 from cityeye.events.topics import Topic, TopicKind, topic_for
 
 log = logging.getLogger(__name__)
-
-AnyEvent = StatusEvent | OccupancyEvent | HealthEvent
 
 
 class CameraPublisher:

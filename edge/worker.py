@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cityeye.config import CameraConfig, SiteConfig
+from cityeye.edge.analysers import EventContext, make_analyser
 from cityeye.edge.publisher import CameraPublisher
-from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent, OccupancyEvent
+from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent
 from cityeye.streams.sources import FrameSource, SourceError, open_source
 from cityeye.vision.detector import Detector
-from cityeye.zones.calibration import load_calibration
-from cityeye.zones.model import Zone, load_zones
-from cityeye.zones.occupancy import judge
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +66,11 @@ class CameraWorker:
         self.detector_lock = detector_lock
         self.publisher = publisher
         self.stats = CameraStats()
-        self.zones: list[Zone] = self._load_zones(cam)
+        self.analyser = make_analyser(cam, EventContext(site, cam.id, publisher.next_event_id))
         self.source: FrameSource | None = None
         self._stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"camera-{cam.id}", daemon=True)
         self.finished = threading.Event()
-
-    @staticmethod
-    def _load_zones(cam: CameraConfig) -> list[Zone]:
-        if cam.zones is None:
-            return []
-        calibration = load_calibration(cam.calibration) if cam.calibration else None
-        return load_zones(cam.zones, calibration, default_lot=cam.lot)
 
     def start(self) -> None:
         self.thread.start()
@@ -99,21 +90,15 @@ class CameraWorker:
             for frame in self.source:
                 self.stats.frames_received += 1
                 self.stats.last_frame_mono = time.monotonic()
-                t0 = time.perf_counter()
-                with self.detector_lock:
-                    dets = self.detector.detect(frame.image)
-                self.stats.inference_ms = (time.perf_counter() - t0) * 1000
-                self.stats.frames_analysed += 1
-                if self.cam.mode == "parking" and self.zones:
-                    event = OccupancyEvent(
-                        site=self.site,
-                        camera=self.cam.id,
-                        event_id=self.publisher.next_event_id("occupancy"),
-                        observed_at=frame.timestamp,
-                        zones=judge(self.zones, dets),
-                    )
+                dets = None
+                if self.analyser.needs_detection(frame):
+                    t0 = time.perf_counter()
+                    with self.detector_lock:
+                        dets = self.detector.detect(frame.image)
+                    self.stats.inference_ms = (time.perf_counter() - t0) * 1000
+                    self.stats.frames_analysed += 1
+                for event in self.analyser.process(frame, dets):
                     self.publisher.publish(event)
-                    log.debug("camera %s: %d/%d free", self.cam.id, event.free, event.total)
         except SourceError as exc:
             self.stats.error = str(exc)
             log.error("camera %s: %s", self.cam.id, exc)
@@ -123,6 +108,7 @@ class CameraWorker:
             log.exception("camera %s stopped", self.cam.id)
             self.publisher.publish_status(CameraStatus.ERROR, self.stats.error)
         finally:
+            self.analyser.close()
             self.finished.set()
 
     def health_event(self) -> HealthEvent:

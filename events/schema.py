@@ -126,3 +126,7 @@ class CameraHealth(BaseModel):
 class HealthEvent(_Event):
     kind: Literal["health"] = "health"
     health: CameraHealth
+
+
+AnyEvent = StatusEvent | OccupancyEvent | HealthEvent
+"""Every payload an edge worker publishes."""
