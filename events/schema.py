@@ -128,5 +128,34 @@ class HealthEvent(_Event):
     health: CameraHealth
 
 
-AnyEvent = StatusEvent | OccupancyEvent | HealthEvent
+VehicleClass = Literal["car", "motorcycle", "bus", "truck", "bicycle"]
+
+
+class LineCounts(BaseModel):
+    """Crossings of one counting line in one time bin, per direction name and vehicle class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    line_id: str = Field(min_length=1, max_length=128, description="Line zone id, as in the zones file.")
+    counts: dict[str, dict[VehicleClass, int]] = Field(
+        description="direction name -> vehicle class -> crossings in the bin (directions from the zone's "
+        "`properties.directions`, else `left`/`right`)."
+    )
+
+
+class TrafficEvent(_Event):
+    """Per-minute line counts of one camera, published on ``.../traffic``.
+
+    Idempotent per (camera, line, bin): the event id is derived from the camera and
+    ``bin_start``, so a bin re-sent after a restart replaces, never adds to, what the centre has.
+    ``observed_at`` is the end of the bin.
+    """
+
+    kind: Literal["traffic"] = "traffic"
+    bin_start: AwareDatetime = Field(description="Start of the time bin (UTC, aligned to bin_s).")
+    bin_s: int = Field(default=60, gt=0, le=3600, description="Length of the time bin in seconds.")
+    lines: list[LineCounts]
+
+
+AnyEvent = StatusEvent | OccupancyEvent | HealthEvent | TrafficEvent
 """Every payload an edge worker publishes."""
