@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -12,9 +11,10 @@ from tests.conftest import REPO
 
 
 def test_ruff_clean() -> None:
-    if shutil.which("ruff") is None:
-        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
-    proc = subprocess.run(["ruff", "check", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    pytest.importorskip("ruff", reason="ruff is not installed (pip install -e '.[dev]')")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
