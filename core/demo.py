@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from types import FrameType
 
 import yaml
 
@@ -103,6 +104,10 @@ def run_demo(args: argparse.Namespace) -> int:
     api_port = args.port if _port_free(args.port) else _free_port()
     mqtt_port = _free_port()
     cfg_path = workdir / "site.yaml"
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # run the `finally` below: children must not outlive the demo
+
+    signal.signal(signal.SIGTERM, on_term)
     procs: list[subprocess.Popen[bytes]] = []
     broker, kind = start_broker(mqtt_port, workdir, args.broker or os.environ.get(ENV_BROKER, "auto"))
     procs.append(broker)

@@ -72,5 +72,20 @@ def test_demo_serves_the_sample_lot(tmp_path: Path, broker: str) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    assert proc.returncode in (0, 130), proc.returncode
+    assert _processes_mentioning(str(tmp_path)) == [], "the demo left processes behind"
     log = (tmp_path / "edge.log").read_text()
     assert "Traceback" not in log, log
+    assert "offline" in log or "publishing offline" in log
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args)
+    return found
