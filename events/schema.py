@@ -62,6 +62,9 @@ class _ZoneBase(BaseModel):
     lot: str | None = Field(default=None, description="Lot the zone belongs to, if any.")
     lon: float | None = Field(default=None, ge=-180, le=180, description="Zone centroid longitude (WGS84).")
     lat: float | None = Field(default=None, ge=-90, le=90, description="Zone centroid latitude (WGS84).")
+    vehicle: Literal["car", "motorcycle"] | None = Field(
+        default=None, description="Vehicle type the zone is for (zone property `vehicle`); None: any."
+    )
 
 
 class SpaceState(_ZoneBase):
