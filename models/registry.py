@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 ENV_MODEL = "CITYEYE_MODEL"
+ENV_MODEL_CACHE = "CITYEYE_MODEL_CACHE"
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "yolov8n_dq.onnx"
 
 HOW_TO_GET_A_MODEL = (
@@ -38,6 +40,10 @@ def resolve_model_path(path: str | Path | None = None) -> Path:
     if path is not None and str(path) != "":
         source = "given path"
         p = Path(path).expanduser()
+        if not p.exists() and len(p.parts) == 1:
+            cached = cache_dir() / (p.name if p.suffix == ".onnx" else f"{p.name}.onnx")
+            if cached.exists():
+                source, p = "model cache", cached
     elif os.environ.get(ENV_MODEL):
         source = f"${ENV_MODEL}"
         p = Path(os.environ[ENV_MODEL]).expanduser()
@@ -110,19 +116,99 @@ def onnx_file_problem(path: Path) -> str | None:
     return None
 
 
-def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """A CPU onnxruntime session with full graph optimisation; load failures become ModelError."""
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+}
+# `auto` preference: the fastest provider that is installed; CPU always closes the list.
+_AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider")
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """onnxruntime session options a site may tune; the defaults suit a small CPU edge box."""
+
+    intra_threads: int = 0
+    """0 = onnxruntime's default (one per physical core)."""
+    inter_threads: int = 0
+    graph_optimization: str = "all"
+    parallel: bool = False
+    providers: tuple[str, ...] = ("cpu",)
+
+
+def resolve_providers(wanted: tuple[str, ...] | list[str]) -> list[str]:
+    """onnxruntime provider names for `wanted`, failing early with the installed ones listed.
+
+    A provider named in the configuration but missing would otherwise silently fall back to CPU
+    inside onnxruntime, and a site would run ten times slower than it planned for.
+    """
     import onnxruntime as ort
 
+    available = ort.get_available_providers()
+    out: list[str] = []
+    for name in wanted:
+        if name.lower() == "auto":
+            out += [p for p in _AUTO_ORDER if p in available and p not in out]
+            continue
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise ModelError(
+                f"execution provider {name!r} ({full}) is not installed; installed: {', '.join(available)}. "
+                "Install the matching onnxruntime package (onnxruntime-gpu, onnxruntime-openvino) or use "
+                "providers: [cpu] (or [auto])"
+            )
+        if full not in out:
+            out.append(full)
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")  # operators a GPU provider lacks still run
+    return out
+
+
+def open_session(path: Path, threads: int | SessionSettings = 0) -> ort.InferenceSession:
+    """An onnxruntime session with the given settings; load failures become ModelError."""
+    import onnxruntime as ort
+
+    settings = threads if isinstance(threads, SessionSettings) else SessionSettings(intra_threads=threads)
+    if settings.graph_optimization not in _OPT_LEVELS:
+        raise ModelError(
+            f"graph_optimization must be one of {_OPT_LEVELS}, got {settings.graph_optimization!r}"
+        )
+    level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[settings.graph_optimization]
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = level
     opts.log_severity_level = 3  # warnings about unused initialisers etc. would clutter CLI stderr
-    if threads > 0:
-        opts.intra_op_num_threads = threads
+    if settings.intra_threads > 0:
+        opts.intra_op_num_threads = settings.intra_threads
+    if settings.inter_threads > 0:
+        opts.inter_op_num_threads = settings.inter_threads
+    if settings.parallel:
+        opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    providers = resolve_providers(settings.providers)
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own pybind exception types, not a common base
         raise ModelError(f"onnxruntime cannot load {path}: {exc}. {HOW_TO_GET_A_MODEL}") from exc
+
+
+def cache_dir() -> Path:
+    """Where generated models (reshaped, quantised) live: $CITYEYE_MODEL_CACHE, else ~/.cache/cityeye/models.
+
+    Derived models are named after their source and settings, so a site config can refer to one by
+    name (`model.path: yolov8n_dq_b-dyn_384x640`) and every edge box re-creates the same file.
+    """
+    env = os.environ.get(ENV_MODEL_CACHE)
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "cityeye" / "models"
+    return base
 
 
 def sha256_file(path: Path) -> str:

@@ -114,6 +114,11 @@ def test_class_names() -> None:
     assert class_names({"names": "['a', 'b']"}, 2) == {0: "a", 1: "b"}
     coco = class_names({}, 80)
     assert coco[2] == "car" and coco[7] == "truck" and len(coco) == 80 == len(COCO80_NAMES)
-    assert class_names({}, 3) == {0: "0", 1: "1", 2: "2"}
+    with pytest.raises(ModelError, match=r"3 classes and no 'names' metadata.*model\.names"):
+        class_names({}, 3)  # ids "0", "1", "2" would never match "car": refuse, say how to fix
+    assert class_names({}, 3, ["car", "bus", "truck"]) == {0: "car", 1: "bus", 2: "truck"}
+    assert class_names({"names": "{0: 'x'}"}, 1, {0: "car"}) == {0: "car"}  # config beats metadata
+    with pytest.raises(ModelError, match="lists 2 classes but the model has 3"):
+        class_names({}, 3, ["car", "bus"])
     with pytest.raises(ModelError, match="dict literal"):
         class_names({"names": "{0: person"}, 1)

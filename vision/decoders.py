@@ -145,6 +145,32 @@ class YoloxDecoder:
 
 
 @dataclass(frozen=True, slots=True)
+class Yolov5Decoder:
+    """YOLOv5/v7-style decoded head: (1, 3 * cells, 5+nc) rows of cx, cy, w, h (input pixels), obj, cls.
+
+    Ultralytics' YOLOv5 filters on objectness first, then on obj * cls; both are done here so a
+    box whose class score alone would pass is still dropped when the model doubts it is an object.
+    """
+
+    num_classes: int
+    family: ClassVar[str] = "yolov5"
+    preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
+    needs_nms: ClassVar[bool] = True
+
+    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+        pred = _check_batch(output, self.family)  # (N, 5+nc)
+        idx = np.flatnonzero(pred[:, 4] > confidence)
+        p = pred[idx]
+        scores = p[:, 5:] * p[:, 4:5]
+        cls = scores.argmax(axis=1)
+        best = scores[np.arange(len(p)), cls]
+        keep = best > confidence
+        return Candidates(
+            _cxcywh_to_xyxy(p[keep, :4]), best[keep].astype(np.float32), cls[keep].astype(np.int32)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EndToEndDecoder:
     """NMS-free / NMS-inside exports: (1, N, 6) rows of x1, y1, x2, y2, score, class in input pixels."""
 
@@ -164,8 +190,25 @@ class EndToEndDecoder:
         )
 
 
-def class_names(metadata: Mapping[str, str], num_classes: int | None) -> dict[int, str]:
-    """Names from Ultralytics' `names` metadata (a Python dict literal), else COCO-80, else the ids."""
+def class_names(
+    metadata: Mapping[str, str],
+    num_classes: int | None,
+    override: Sequence[str] | Mapping[int, str] | None = None,
+) -> dict[int, str]:
+    """Names from the configuration, else Ultralytics' `names` metadata, else COCO-80 for 80 classes.
+
+    A model with another class count and no names is refused: its ids would reach the occupancy
+    rule as "0", "1", ... and no vehicle would ever be found, which looks like an empty car park.
+    """
+    if override is not None:
+        names = dict(override) if isinstance(override, Mapping) else dict(enumerate(override))
+        names = {int(k): str(v) for k, v in names.items()}
+        if num_classes is not None and len(names) != num_classes:
+            raise ModelError(
+                f"model.names lists {len(names)} classes but the model has {num_classes}; give one name "
+                "per class, in the model's class order"
+            )
+        return names
     raw = metadata.get("names")
     if raw:
         try:
@@ -173,7 +216,7 @@ def class_names(metadata: Mapping[str, str], num_classes: int | None) -> dict[in
         except (ValueError, SyntaxError) as exc:
             raise ModelError(
                 f"model metadata 'names' is not a Python dict literal ({exc}): {raw[:80]!r}; "
-                "re-export the model or remove the 'names' metadata entry to use COCO names"
+                "set model.names in the configuration, or re-export the model"
             ) from None
         if isinstance(parsed, dict):
             return {int(k): str(v) for k, v in parsed.items()}
@@ -184,32 +227,72 @@ def class_names(metadata: Mapping[str, str], num_classes: int | None) -> dict[in
         )
     if num_classes is None or num_classes == len(COCO80_NAMES):
         return dict(enumerate(COCO80_NAMES))
-    return {i: str(i) for i in range(num_classes)}
+    raise ModelError(
+        f"the model has {num_classes} classes and no 'names' metadata, so cityeye cannot tell which "
+        f"class is a car; set model.names (a list of {num_classes} names in class order) in the "
+        "configuration"
+    )
 
 
 SUPPORTED_LAYOUTS = (
-    "Ultralytics YOLOv8/11 (1, 4+nc, anchors), YOLOX (1, anchors, 5+nc) or end-to-end (1, N, 6) "
-    "x1,y1,x2,y2,score,class"
+    "Ultralytics YOLOv8/11 (1, 4+nc, anchors), YOLOv5 (1, 3*anchors, 5+nc), YOLOX (1, anchors, 5+nc) or "
+    "end-to-end (1, N, 6) x1,y1,x2,y2,score,class"
 )
+FAMILIES = ("ultralytics", "yolov5", "yolox", "end2end")
+
+
+def _forced(family: str, input_hw: tuple[int, int], a: int, b: int) -> Decoder:
+    """The configured family, after checking that the output really has its layout."""
+    shape = (1, a, b)
+    anchors = anchor_count(input_hw)
+    if family == "ultralytics":
+        if a <= 4 or b < a:
+            raise ModelError(f"decoder ultralytics expects (1, 4+nc, anchors) but the model outputs {shape}")
+        return UltralyticsDecoder(num_classes=a - 4)
+    if family == "yolov5":
+        if b <= 5 or a < b:
+            raise ModelError(f"decoder yolov5 expects (1, boxes, 5+nc) but the model outputs {shape}")
+        return Yolov5Decoder(num_classes=b - 5)
+    if family == "yolox":
+        if b <= 5 or a != anchors:
+            raise ModelError(
+                f"decoder yolox expects (1, {anchors}, 5+nc) for a {input_hw[1]}x{input_hw[0]} input "
+                f"(one row per grid cell at strides {STRIDES}), but the model outputs {shape}; check imgsz"
+            )
+        return YoloxDecoder(num_classes=b - 5, input_hw=input_hw)
+    if family == "end2end":
+        if b != 6:
+            raise ModelError(
+                f"decoder end2end expects (1, N, 6) x1,y1,x2,y2,score,class; model outputs {shape}"
+            )
+        return EndToEndDecoder()
+    raise ModelError(f"unknown decoder {family!r}; choose auto or one of {', '.join(FAMILIES)}")
 
 
 def select_decoder(
-    input_hw: tuple[int, int], output_shape: Sequence[int], metadata: Mapping[str, str]
+    input_hw: tuple[int, int],
+    output_shape: Sequence[int],
+    metadata: Mapping[str, str],
+    family: str = "auto",
 ) -> Decoder:
-    """The decoder for a detection model, from its first output's shape and its metadata.
+    """The decoder for a detection model: `family` when configured, else from the output shape.
 
     The anchor count that a 8/16/32-stride grid gives for this input size tells a channels-first
     Ultralytics head from an anchors-first YOLOX head even for 1- or 2-class models, where the
-    two small axes alone would be ambiguous.
+    two small axes alone would be ambiguous; three rows per cell is a YOLOv5 anchor-based head.
+    YOLOX and a YOLOv5 export at strides that give the same count cannot be told apart by shape:
+    that is what the `decoder` setting is for.
     """
     task = metadata.get("task", "detect")
     if task != "detect":
         raise ModelError(f"the model's task is {task!r}; cityeye needs a 'detect' model: {SUPPORTED_LAYOUTS}")
-    if len(output_shape) != 3 or output_shape[0] != 1:
+    if len(output_shape) != 3 or not isinstance(output_shape[0], int) or output_shape[0] < 1:
         raise ModelError(f"unsupported output shape {tuple(output_shape)}; expected {SUPPORTED_LAYOUTS}")
     _, a, b = (int(d) for d in output_shape)
+    if family != "auto":
+        return _forced(family, input_hw, a, b)
     anchors = anchor_count(input_hw)
-    if metadata.get("end2end", "").lower() == "true" or (b == 6 and a != anchors):
+    if metadata.get("end2end", "").lower() == "true" or (b == 6 and a not in (anchors, 3 * anchors)):
         if b != 6:
             raise ModelError(f"end-to-end model output {tuple(output_shape)} has {b} columns, expected 6")
         return EndToEndDecoder()
@@ -217,8 +300,11 @@ def select_decoder(
         return UltralyticsDecoder(num_classes=a - 4)
     if a == anchors and b > 5:
         return YoloxDecoder(num_classes=b - 5, input_hw=input_hw)
+    if a == 3 * anchors and b > 5:
+        return Yolov5Decoder(num_classes=b - 5)
     raise ModelError(
         f"cannot tell the head family of output {tuple(output_shape)} for a "
         f"{input_hw[1]}x{input_hw[0]} input ({anchors} anchors at strides {STRIDES}); "
-        f"supported: {SUPPORTED_LAYOUTS}. For a model with a dynamic input, set imgsz to its export size"
+        f"supported: {SUPPORTED_LAYOUTS}. Set model.decoder to the family, and for a model with a "
+        "dynamic input, set imgsz to its export size"
     )

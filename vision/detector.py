@@ -1,22 +1,33 @@
 """The detector facade: one ONNX file in, `Detections` in original-image pixels out.
 
 The model decides everything it can (input size, head family, preprocessing, class names), so a
-site switches models by changing one path. `detect` keeps no per-call state on the instance and
-onnxruntime sessions allow concurrent `run`, so one Detector can serve several worker threads.
+site switches models by changing one path; the configuration overrides what a model cannot say
+about itself (the head family of a bare export, class names). `detect` keeps no per-call state on
+the instance and onnxruntime sessions allow concurrent `run`, so one Detector can serve several
+worker threads.
 """
 
 from __future__ import annotations
 
 import ast
 import logging
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from cityeye.models.registry import HOW_TO_GET_A_MODEL, ModelError, open_session, resolve_model_path
-from cityeye.vision.decoders import STRIDES, Decoder, class_names, select_decoder
+from cityeye.models.registry import (
+    HOW_TO_GET_A_MODEL,
+    ModelError,
+    SessionSettings,
+    open_session,
+    resolve_model_path,
+)
+from cityeye.vision.config import TileConfig, parse_hw
+from cityeye.vision.decoders import STRIDES, Candidates, Decoder, class_names, select_decoder
 from cityeye.vision.detections import Detections
 from cityeye.vision.letterbox import Letterbox, letterbox
 from cityeye.vision.nms import nms
@@ -24,7 +35,7 @@ from cityeye.vision.nms import nms
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-    from cityeye.config import ModelConfig
+    from cityeye.vision.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +44,8 @@ _INPUT_DTYPES: dict[str, type[np.floating[Any]]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
 }
+_EDGE_PX = 1.0
+"""A tile box this close to an interior tile border is taken as cut by it."""
 
 
 def _metadata_imgsz(meta: dict[str, str]) -> tuple[int, int] | None:
@@ -47,18 +60,46 @@ def _metadata_imgsz(meta: dict[str, str]) -> tuple[int, int] | None:
     return None
 
 
+def tile_windows(
+    image_hw: tuple[int, int], tile_hw: tuple[int, int], overlap: float
+) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, y1, x1) windows covering the image, neighbours sharing at least `overlap` of a tile.
+
+    Windows are spread evenly (the last one ends at the image border rather than running past it),
+    so every pixel is seen at the tile's full resolution and no window is mostly padding.
+    """
+
+    def starts(length: int, tile: int) -> list[int]:
+        if length <= tile:
+            return [0]
+        step = tile * (1.0 - overlap)
+        n = math.ceil((length - tile) / step) + 1
+        return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+    h, w = image_hw
+    th, tw = min(tile_hw[0], h), min(tile_hw[1], w)
+    return [(y, x, y + th, x + tw) for y in starts(h, th) for x in starts(w, tw)]
+
+
 class Detector:
-    """An ONNX object detector (Ultralytics YOLOv8/11, YOLOX, end-to-end exports) on onnxruntime CPU."""
+    """An ONNX object detector (Ultralytics YOLOv8/11, YOLOv5, YOLOX, end-to-end exports) on onnxruntime."""
 
     def __init__(
         self,
         path: str | Path | None = None,
         *,
-        imgsz: int | None = None,
+        imgsz: int | tuple[int, int] | None = None,
         confidence: float = 0.25,
         iou: float = 0.7,
         max_det: int = 300,
         threads: int = 0,
+        decoder: str = "auto",
+        names: Sequence[str] | Mapping[int, str] | None = None,
+        classes: Sequence[str] | None = None,
+        agnostic_nms: bool = False,
+        batch: int = 1,
+        tile: TileConfig | None = None,
+        session: SessionSettings | None = None,
     ) -> None:
         if not 0.0 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
@@ -68,31 +109,84 @@ class Detector:
             raise ValueError(f"max_det must be at least 1, got {max_det}")
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = onnxruntime default), got {threads}")
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
         self.confidence = confidence
         self.iou = iou
         self.max_det = max_det
+        self.agnostic_nms = agnostic_nms
+        self.tile = tile
         self._path = resolve_model_path(path)
-        self._session = open_session(self._path, threads)
+        self._session = open_session(self._path, session or SessionSettings(intra_threads=threads))
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
-        self._input_name, self._input_hw, self._input_dtype = self._inspect_input(imgsz, meta)
+        hw = None if imgsz is None else parse_hw(imgsz)
+        self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
         self._output_name = self._session.get_outputs()[0].name  # extra outputs (e.g. protos) are not run
-        self._decoder = select_decoder(self._input_hw, self._output_shape(), meta)
-        self._names = class_names(meta, self._decoder.num_classes)
-        log.debug("loaded %s: %s head, input %s, %d classes", self._path, self._decoder.family,
-                  self._input_hw, len(self._names))
+        self._decoder = select_decoder(self._input_hw, self._output_shape(), meta, decoder)
+        self._names = class_names(meta, self._decoder.num_classes, names)
+        self._fixed_batch = fixed_batch
+        if fixed_batch is not None and batch > 1 and fixed_batch != batch:
+            raise ModelError(
+                f"{self._path} takes exactly {fixed_batch} image(s) per run, so batch={batch} cannot be "
+                "used; "
+                f"set batch: 1, or make the batch axis dynamic with `cityeye models reshape {self._path} "
+                "--batch dynamic`"
+            )
+        self.batch = fixed_batch or batch
+        self._class_filter = self._class_ids(classes)
+        log.debug(
+            "loaded %s: %s head, input %s, batch %s, %d classes",
+            self._path,
+            self._decoder.family,
+            self._input_hw,
+            fixed_batch or "dynamic",
+            len(self._names),
+        )
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> Detector:
-        return cls(cfg.path, imgsz=cfg.imgsz, confidence=cfg.confidence, iou=cfg.iou, threads=cfg.threads)
+        return cls(
+            cfg.path,
+            imgsz=cfg.input_hw,
+            confidence=cfg.confidence,
+            iou=cfg.iou,
+            max_det=cfg.max_det,
+            decoder=cfg.decoder,
+            names=cfg.names,
+            classes=cfg.classes,
+            agnostic_nms=cfg.agnostic_nms,
+            batch=cfg.batch,
+            tile=cfg.tile,
+            session=SessionSettings(
+                intra_threads=cfg.threads,
+                inter_threads=cfg.inter_threads,
+                graph_optimization=cfg.graph_optimization,
+                parallel=cfg.parallel_execution,
+                providers=tuple(cfg.providers),
+            ),
+        )
+
+    def _class_ids(self, classes: Sequence[str] | None) -> npt.NDArray[np.int32] | None:
+        if classes is None:
+            return None
+        by_name = {v: k for k, v in self._names.items()}
+        unknown = [c for c in classes if c not in by_name]
+        if unknown:
+            raise ModelError(
+                f"classes {unknown} are not among the model's class names "
+                f"({', '.join(list(self._names.values())[:12])}, ...); check spelling or model.names"
+            )
+        return np.array(sorted(by_name[c] for c in classes), dtype=np.int32)
 
     def _inspect_input(
-        self, imgsz: int | None, meta: dict[str, str]
-    ) -> tuple[str, tuple[int, int], type[np.floating[Any]]]:
+        self, imgsz: tuple[int, int] | None, meta: dict[str, str]
+    ) -> tuple[str, tuple[int, int], type[np.floating[Any]], int | None]:
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             shapes = [(i.name, i.shape) for i in inputs]
             raise ModelError(
-                f"{self._path}: expected one image input (1, 3, H, W), got {shapes}. {HOW_TO_GET_A_MODEL}"
+                f"{self._path}: expected one image input of rank 4 (batch, 3, H, W), got {shapes}; this is "
+                f"not an image detector cityeye can feed. {HOW_TO_GET_A_MODEL}"
             )
         inp = inputs[0]
         dtype = _INPUT_DTYPES.get(inp.type)
@@ -100,42 +194,46 @@ class Detector:
             raise ModelError(
                 f"{self._path}: input {inp.name!r} is {inp.type}; cityeye feeds float or float16 images"
             )
-        _, c, h, w = inp.shape
+        b, c, h, w = inp.shape
         if isinstance(c, int) and c != 3:
             raise ModelError(
                 f"{self._path}: input {inp.name!r} has {c} channels; cityeye feeds 3-channel images"
             )
+        fixed_batch = b if isinstance(b, int) and b > 0 else None
         if isinstance(h, int) and isinstance(w, int):
-            if imgsz is not None and (imgsz, imgsz) != (h, w):
+            if imgsz is not None and imgsz != (h, w):
                 raise ModelError(
-                    f"{self._path} has a fixed {w}x{h} input, so imgsz={imgsz} cannot be used; leave "
-                    f"imgsz unset, or export the model with `cityeye models export ... --imgsz {imgsz}` "
-                    "or --dynamic"
+                    f"{self._path} has a fixed {w}x{h} input, so imgsz={imgsz[1]}x{imgsz[0]} (WxH) cannot be "
+                    f"used; leave imgsz unset, or make a copy at that size with `cityeye models reshape "
+                    f"{self._path} --imgsz {imgsz[0]}x{imgsz[1]}` (height x width)"
                 )
-            return inp.name, (h, w), dtype
-        if imgsz is not None:
-            hw = (imgsz, imgsz)
-        else:
-            hw = _metadata_imgsz(meta) or (_DEFAULT_IMGSZ, _DEFAULT_IMGSZ)
+            return inp.name, (h, w), dtype, fixed_batch
+        default = _metadata_imgsz(meta) or (_DEFAULT_IMGSZ, _DEFAULT_IMGSZ)
+        hw = imgsz if imgsz is not None else default
         if hw[0] % max(STRIDES) or hw[1] % max(STRIDES):
             raise ValueError(
                 f"imgsz {hw[1]}x{hw[0]} must be a multiple of {max(STRIDES)} for this dynamic model"
             )
-        return inp.name, hw, dtype
+        return inp.name, hw, dtype, fixed_batch
 
     def _output_shape(self) -> list[int]:
-        """The first output's shape; dynamic models are run once on a blank image to learn it."""
+        """The first output's shape for one image; dynamic models are run once on a blank image."""
         shape = self._session.get_outputs()[0].shape
+        if len(shape) == 3 and all(isinstance(d, int) for d in shape[1:]):
+            return [1, *(int(d) for d in shape[1:])]
         if all(isinstance(d, int) for d in shape):
             return [int(d) for d in shape]
         h, w = self._input_hw
+        b = self._session.get_inputs()[0].shape[0]
+        n = b if isinstance(b, int) and b > 0 else 1
         try:
-            return list(self.infer(np.zeros((1, 3, h, w), dtype=np.float32)).shape)
+            out = self.infer(np.zeros((n, 3, h, w), dtype=np.float32))
         except Exception as exc:  # onnxruntime's pybind errors share no base class
             raise ModelError(
                 f"{self._path} does not run at input {w}x{h} ({exc}); give imgsz the size the model was "
                 "exported with"
             ) from exc
+        return [1, *out.shape[1:]]
 
     @property
     def names(self) -> dict[int, str]:
@@ -145,6 +243,11 @@ class Detector:
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the tensor the model takes."""
         return self._input_hw
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether several frames can share one session run."""
+        return self._fixed_batch is None
 
     @property
     def path(self) -> Path:
@@ -159,28 +262,125 @@ class Detector:
         """The onnxruntime session, for benchmarks that time `run` alone."""
         return self._session
 
-    # The three stages are public so benchmarks can time them and batch callers can compose them.
+    # The stages are public so benchmarks can time them and batch callers can compose them.
     def preprocess(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
         return letterbox(image_bgr, self._input_hw, self._decoder.preprocess)
 
+    def preprocess_batch(
+        self, images: Sequence[npt.NDArray[np.uint8]]
+    ) -> tuple[npt.NDArray[np.float32], list[Letterbox]]:
+        """One (B, 3, H, W) tensor, each image letterboxed straight into its slot."""
+        n = max(len(images), self._fixed_batch or 0)
+        tensor = np.empty((n, 3, *self._input_hw), dtype=np.float32)
+        geos = [
+            letterbox(img, self._input_hw, self._decoder.preprocess, tensor[i : i + 1])[1]
+            for i, img in enumerate(images)
+        ]
+        if n > len(images):
+            tensor[len(images) :] = 0.0  # a fixed-batch model's unused slots
+        return tensor, geos
+
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if tensor.ndim != 4:
+            raise ValueError(f"infer takes a (batch, 3, H, W) tensor, got shape {tensor.shape}")
         feed = tensor if self._input_dtype is np.float32 else tensor.astype(self._input_dtype)
         out = self._session.run([self._output_name], {self._input_name: feed})[0]
         return np.asarray(out, dtype=np.float32)
 
-    def postprocess(self, output: npt.NDArray[np.float32], geo: Letterbox) -> Detections:
+    def _candidates(self, output: npt.NDArray[np.float32]) -> Candidates:
+        """Decoded, class-filtered and NMS-ed boxes of one image, in input-tensor pixels."""
         cand = self._decoder.decode(output, self.confidence)
+        if self._class_filter is not None and len(cand):
+            keep_cls = np.isin(cand.class_id, self._class_filter)
+            cand = Candidates(cand.xyxy[keep_cls], cand.score[keep_cls], cand.class_id[keep_cls])
         if self._decoder.needs_nms:
-            keep = nms(cand.xyxy, cand.score, self.iou, cand.class_id, max_det=self.max_det)
+            cls = None if self.agnostic_nms else cand.class_id
+            keep = nms(cand.xyxy, cand.score, self.iou, cls, max_det=self.max_det)
         else:
             keep = np.argsort(-cand.score, kind="stable")[: self.max_det]
-        xyxy = geo.boxes_to_image(cand.xyxy[keep])
-        return Detections(xyxy, cand.score[keep], cand.class_id[keep], self._names)
+        return Candidates(cand.xyxy[keep], cand.score[keep], cand.class_id[keep])
+
+    def postprocess(self, output: npt.NDArray[np.float32], geo: Letterbox) -> Detections:
+        """Detections of one image from its (1, ...) slice of the model output."""
+        cand = self._candidates(output)
+        return Detections(geo.boxes_to_image(cand.xyxy), cand.score, cand.class_id, self._names)
 
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> Detections:
         """Detections of one BGR uint8 image (H, W, 3), boxes in its own pixels."""
+        if self.tile is not None:
+            return self._detect_tiled(image_bgr)
+        if self._fixed_batch not in (None, 1):
+            return self.detect_batch([image_bgr])[0]
         tensor, geo = self.preprocess(image_bgr)
         return self.postprocess(self.infer(tensor), geo)
+
+    def detect_batch(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
+        """Detections of several BGR frames (e.g. one per camera), `batch` frames per session run.
+
+        With a static batch-1 model this is a loop over `detect`; results are the same either way
+        for float models (INT8 models that quantise activations per tensor at run time compute one
+        scale over the whole batch, so their scores can differ slightly from single-frame runs).
+        """
+        if self.tile is not None:
+            return [self._detect_tiled(img) for img in images]
+        out: list[Detections] = []
+        step = self.batch
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            tensor, geos = self.preprocess_batch(chunk)
+            raw = self.infer(tensor)
+            out += [self.postprocess(raw[i : i + 1], g) for i, g in enumerate(geos)]
+        return out
+
+    def _run_crops(self, crops: list[npt.NDArray[np.uint8]]) -> list[tuple[Candidates, Letterbox]]:
+        results: list[tuple[Candidates, Letterbox]] = []
+        for start in range(0, len(crops), self.batch):
+            tensor, geos = self.preprocess_batch(crops[start : start + self.batch])
+            raw = self.infer(tensor)
+            results += [(self._candidates(raw[i : i + 1]), g) for i, g in enumerate(geos)]
+        return results
+
+    def _detect_tiled(self, image_bgr: npt.NDArray[np.uint8]) -> Detections:
+        """Full frame plus overlapping tiles, each at the model's resolution, merged into one set.
+
+        A tile box that touches a border shared with a neighbouring tile is dropped when it is
+        narrower than the overlap: that neighbour then sees the whole vehicle. The rest are merged
+        greedily, best score first, by intersection over the smaller box, so a piece of a vehicle
+        and the whole vehicle count once.
+        """
+        assert self.tile is not None
+        if image_bgr.ndim != 3:
+            letterbox(image_bgr, self._input_hw)  # raises the usual message for a non-BGR image
+        h, w = image_bgr.shape[:2]
+        tile_hw = self.tile.size if isinstance(self.tile.size, tuple) else self._input_hw
+        windows = tile_windows((h, w), tile_hw, self.tile.overlap)
+        if self.tile.full_frame and windows != [(0, 0, h, w)]:
+            windows = [(0, 0, h, w), *windows]
+        crops = [image_bgr[y0:y1, x0:x1] for (y0, x0, y1, x1) in windows]
+        boxes, scores, classes = [], [], []
+        for (y0, x0, y1, x1), (cand, geo) in zip(windows, self._run_crops(crops), strict=True):
+            xyxy = geo.boxes_to_image(cand.xyxy)
+            keep = np.ones(len(xyxy), dtype=np.bool_)
+            ov_x, ov_y = (x1 - x0) * self.tile.overlap, (y1 - y0) * self.tile.overlap
+            bw, bh = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+            if x0 > 0:
+                keep &= ~((xyxy[:, 0] <= _EDGE_PX) & (bw < ov_x))
+            if x1 < w:
+                keep &= ~((xyxy[:, 2] >= (x1 - x0) - _EDGE_PX) & (bw < ov_x))
+            if y0 > 0:
+                keep &= ~((xyxy[:, 1] <= _EDGE_PX) & (bh < ov_y))
+            if y1 < h:
+                keep &= ~((xyxy[:, 3] >= (y1 - y0) - _EDGE_PX) & (bh < ov_y))
+            offset = np.array([x0, y0, x0, y0], dtype=np.float32)
+            boxes.append(xyxy[keep] + offset)
+            scores.append(cand.score[keep])
+            classes.append(cand.class_id[keep])
+        xyxy_all = np.concatenate(boxes).astype(np.float32, copy=False)
+        score_all = np.concatenate(scores).astype(np.float32, copy=False)
+        cls_all = np.concatenate(classes).astype(np.int32, copy=False)
+        cls = None if self.agnostic_nms else cls_all
+        keep_idx = nms(xyxy_all, score_all, self.tile.merge_ios, cls, max_det=self.max_det, metric="ios")
+        return Detections(xyxy_all[keep_idx], score_all[keep_idx], cls_all[keep_idx], self._names)
 
     def __repr__(self) -> str:
         h, w = self._input_hw

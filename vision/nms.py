@@ -34,6 +34,23 @@ def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArr
     return out
 
 
+def box_ios(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Intersection over the smaller box's area: 1 when one box lies inside the other.
+
+    Tiles cut vehicles at their borders; the cut piece has a low IoU with the whole vehicle seen by
+    a neighbouring tile but lies almost entirely inside it, which is what this measures.
+    """
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    out = np.zeros(inter.shape, dtype=np.float32)
+    np.divide(inter, smaller, out=out, where=smaller > 0)
+    return out
+
+
 def _suppresses(
     iou: npt.NDArray[np.float32],
     cls_a: npt.NDArray[np.int32] | None,
@@ -54,6 +71,7 @@ def nms(
     *,
     max_det: int = MAX_DET,
     max_nms: int = MAX_NMS,
+    metric: str = "iou",
 ) -> npt.NDArray[np.intp]:
     """Indices of the boxes kept, best score first, at most `max_det`.
 
@@ -62,8 +80,12 @@ def nms(
 
     With `class_id`, boxes only suppress boxes of their own class (as Ultralytics' class offset
     does, without the float32 precision loss of adding 7680 * class to the coordinates).
-    Equal scores keep input order (stable sort).
+    Equal scores keep input order (stable sort). `metric="ios"` measures overlap as intersection
+    over the smaller box (for merging tiles) instead of IoU.
     """
+    if metric not in ("iou", "ios"):
+        raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
+    overlap = box_iou if metric == "iou" else box_ios
     if len(scores) == 0 or max_det <= 0:
         return np.zeros((0,), dtype=np.intp)
     order = np.argsort(-scores, kind="stable")[:max_nms]
@@ -78,12 +100,12 @@ def nms(
             prev = np.concatenate(kept)
             prev_cls = cls[prev] if cls is not None else None
             blk_cls = cls[idx] if cls is not None else None
-            hit = _suppresses(box_iou(boxes[prev], boxes[idx]), prev_cls, blk_cls, iou_threshold)
+            hit = _suppresses(overlap(boxes[prev], boxes[idx]), prev_cls, blk_cls, iou_threshold)
             idx = idx[~hit.any(axis=0)]
             if len(idx) == 0:
                 continue
         blk_cls = cls[idx] if cls is not None else None
-        sup = _suppresses(box_iou(boxes[idx], boxes[idx]), blk_cls, blk_cls, iou_threshold)
+        sup = _suppresses(overlap(boxes[idx], boxes[idx]), blk_cls, blk_cls, iou_threshold)
         sup = np.triu(sup, k=1)  # only higher-scored (earlier) boxes can suppress
         keep: npt.NDArray[np.bool_] = np.ones(len(idx), dtype=np.bool_)
         while True:
@@ -97,4 +119,3 @@ def nms(
         if n_kept >= max_det:
             break
     return order[np.concatenate(kept)] if kept else np.zeros((0,), dtype=np.intp)
-
