@@ -19,6 +19,8 @@ class Frame:
     """BGR, HxWx3, as OpenCV expects."""
     source_name: str = ""
     """File name for image folders, so offline results can be traced to their input."""
+    stream_time_s: float | None = None
+    """Presentation time in the stream (seconds) that ``timestamp`` was mapped from; None for images."""
 
     @property
     def width(self) -> int:
