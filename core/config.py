@@ -162,7 +162,7 @@ def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
             )
         )
     model = cfg.model.model_copy(update={"path": _resolve(cfg.model.path, base)})
-    return cfg.model_copy(update={"cameras": cams, "model": model})
+    return cfg.model_copy(update={"cameras": cams, "model": model, "mqtt": cfg.mqtt.resolve_paths(base)})
 
 
 def load_config(path: Path | str) -> SiteConfig:
