@@ -1,7 +1,10 @@
-"""`cityeye models info|export`: inspect an ONNX file, or make one from Ultralytics weights.
+"""`cityeye models info|export|reshape|quantize|cache`: inspect, make and adapt ONNX detectors.
 
 `export` is the only place cityeye touches ultralytics (and torch): it is imported lazily so the
 edge install stays small, and its absence is reported with the command that installs it.
+`reshape` and `quantize` need only onnx/onnxruntime; their outputs go to the model cache
+directory unless --out is given, named after source and settings so that `model.path` can name
+them and every edge box re-creates the same file.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from cityeye.cli import UsageError
 from cityeye.models.registry import (
     ModelError,
+    cache_dir,
     open_session,
     resolve_model_path,
     sha256_file,
@@ -34,8 +38,11 @@ _ORT_DTYPES = {
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("models", help="inspect or export ONNX detector models",
-                       description="Inspect ONNX models or export Ultralytics weights to ONNX.")
+    p = sub.add_parser(
+        "models",
+        help="inspect or export ONNX detector models",
+        description="Inspect ONNX models or export Ultralytics weights to ONNX.",
+    )
     msub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
 
     info = msub.add_parser("info", help="print a model's inputs, outputs, metadata and sha256 as JSON")
@@ -53,6 +60,46 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     exp.add_argument("--dynamic", action="store_true", help="dynamic input size and batch axes")
     exp.add_argument("--out", type=Path, default=Path(), help="directory for the .onnx file (default: .)")
     exp.set_defaults(func=run_export)
+
+    rs = msub.add_parser(
+        "reshape",
+        aliases=["dynamic"],
+        help="copy a static model with a dynamic batch axis and/or another input size (graph edit, checked)",
+        description="Edit a static ONNX graph so that several frames share one run (dynamic batch) and/or it "
+        "takes another input size such as 384x640 for 16:9 frames. The copy is run against the original "
+        "before it is written; the JSON report gives the largest output difference.",
+    )
+    rs.add_argument("model", metavar="M.onnx", help="static ONNX model")
+    rs.add_argument("--imgsz", help="new input size HxW (e.g. 384x640), N, or 'dynamic' (default: keep)")
+    rs.add_argument(
+        "--batch", choices=("dynamic", "1"), default="dynamic", help="batch axis (default dynamic)"
+    )
+    rs.add_argument("--out", type=Path, help="output file (default: in the model cache, see `models cache`)")
+    rs.set_defaults(func=run_reshape)
+
+    qz = msub.add_parser(
+        "quantize",
+        help="INT8 copy of a float model (onnxruntime dynamic or static quantisation)",
+        description="Quantise weights (and with --mode static, activations calibrated on site frames) to "
+        "INT8. The box-decoding tail of the head stays float so scores keep their precision.",
+    )
+    qz.add_argument("model", metavar="M.onnx", help="float ONNX model")
+    qz.add_argument("--mode", choices=("dynamic", "static"), default="dynamic")
+    qz.add_argument(
+        "--calibration",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="DIR|IMAGE",
+        help="frames for static calibration (folders or files; use frames of your own cameras)",
+    )
+    qz.add_argument("--frames", type=int, default=32, help="calibration frames used at most (default 32)")
+    qz.add_argument("--per-tensor", action="store_true", help="one scale per tensor instead of per channel")
+    qz.add_argument("--out", type=Path, help="output file (default: in the model cache)")
+    qz.set_defaults(func=run_quantize)
+
+    ca = msub.add_parser("cache", help="list the model cache directory ($CITYEYE_MODEL_CACHE) as JSON")
+    ca.set_defaults(func=run_cache)
 
 
 def _io(args: list[Any]) -> list[dict[str, Any]]:
@@ -121,4 +168,79 @@ def run_export(args: argparse.Namespace) -> int:
         shutil.move(str(exported), target)
     path = resolve_model_path(target)
     print(json.dumps({"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}))
+    return 0
+
+
+def _cached_name(source: Path, suffix: str) -> Path:
+    return cache_dir() / f"{source.stem}_{suffix}.onnx"
+
+
+def run_reshape(args: argparse.Namespace) -> int:
+    from cityeye.models.graph import reshape_model
+    from cityeye.vision.config import parse_hw
+
+    source = resolve_model_path(args.model)
+    imgsz: tuple[int, int] | str | None = None
+    if args.imgsz:
+        if args.imgsz.lower() == "dynamic":
+            imgsz = "dynamic"
+        else:
+            try:
+                imgsz = parse_hw(args.imgsz)
+            except ValueError as exc:
+                raise UsageError(f"--imgsz: {exc}") from None
+            if imgsz[0] % 32 or imgsz[1] % 32 or min(imgsz) < 32:
+                raise UsageError(f"--imgsz {args.imgsz}: height and width must be positive multiples of 32")
+    dynamic = args.batch == "dynamic"
+    if imgsz is None and not dynamic:
+        raise UsageError("nothing to change: give --imgsz HxW|dynamic and/or --batch dynamic")
+    size = "" if imgsz is None else ("_hw-dyn" if imgsz == "dynamic" else f"_{imgsz[0]}x{imgsz[1]}")
+    out = args.out or _cached_name(source, ("b-dyn" if dynamic else "b1") + size)
+    report = reshape_model(source, out, imgsz=imgsz, dynamic_batch=dynamic)
+    print(
+        json.dumps(
+            {**{f: getattr(report, f) for f in report.__slots__}, "sha256": sha256_file(out)}, indent=2
+        )
+    )
+    return 0
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from cityeye.models.quantize import quantize_model
+
+    source = resolve_model_path(args.model)
+    if args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {args.frames}")
+    if args.mode == "static" and not args.calibration:
+        raise UsageError("--mode static needs --calibration DIR|IMAGE... (frames from your cameras)")
+    suffix = f"int8-{args.mode}" + ("-pt" if args.per_tensor else "")
+    out = args.out or _cached_name(source, suffix)
+    report = quantize_model(
+        source,
+        out,
+        mode=args.mode,
+        calibration=args.calibration,
+        frames=args.frames,
+        per_channel=not args.per_tensor,
+    )
+    print(
+        json.dumps(
+            {**{f: getattr(report, f) for f in report.__slots__}, "sha256": sha256_file(out)}, indent=2
+        )
+    )
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    d = cache_dir()
+    models = sorted(d.glob("*.onnx")) if d.is_dir() else []
+    print(
+        json.dumps(
+            {
+                "cache_dir": str(d),
+                "models": [{"name": p.stem, "path": str(p), "size": p.stat().st_size} for p in models],
+            },
+            indent=2,
+        )
+    )
     return 0
