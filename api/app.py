@@ -21,6 +21,7 @@ from cityeye import __version__
 from cityeye.api.ingest import MqttIngest, MqttProtocol, shared_filter
 from cityeye.api.store import Store, ZoneRecord, utcnow
 from cityeye.config import SiteConfig
+from cityeye.web.routes import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -321,4 +322,5 @@ def create_app(
     app.include_router(parking)
     app.include_router(operators)
     app.include_router(service)
+    mount_web(app, cfg)  # operator and driver pages under /web/ (web/routes.py)
     return app

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cityeye.api.config import ApiConfig
+from cityeye.edge.config import EdgeConfig
 from cityeye.events.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
 from cityeye.streams.config import StreamConfig
 from cityeye.vision.config import ModelConfig
@@ -70,6 +71,7 @@ class SiteConfig(_Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker connection.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Vehicle detector.")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras this edge worker runs.")
+    edge: EdgeConfig = Field(default_factory=EdgeConfig, description="Edge worker: detector sharing, metrics.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Central API.")
     health_interval_s: float = Field(default=10.0, gt=0, description="Seconds between health messages.")
 
@@ -158,6 +160,7 @@ def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
                     "source": src,
                     "zones": _resolve(c.zones, base),
                     "calibration": _resolve(c.calibration, base),
+                    "password_file": _resolve(c.password_file, base),
                 }
             )
         )

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 def run_edge(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    if args.metrics_port is not None:
+        cfg = cfg.model_copy(update={"edge": cfg.edge.model_copy(update={"metrics_port": args.metrics_port})})
     from cityeye.edge.worker import EdgeWorker  # heavy imports (onnxruntime, av) only when needed
 
     worker = EdgeWorker(cfg)
@@ -33,4 +35,9 @@ def run_edge(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("edge", help="run the edge worker (cameras -> detector -> zones -> MQTT)")
     p.add_argument("--config", required=True, help="site YAML file")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (overrides edge.metrics_port; 0 = any free port)",
+    )
     p.set_defaults(func=run_edge)

@@ -89,9 +89,7 @@ class StreamConfig(BaseModel):
     backoff_initial_s: float = Field(
         default=1.0, gt=0, description="First delay before reopening a failed stream; doubles per failure."
     )
-    backoff_max_s: float = Field(
-        default=60.0, gt=0, description="Longest delay between reopening attempts."
-    )
+    backoff_max_s: float = Field(default=60.0, gt=0, description="Longest delay between reopening attempts.")
     backoff_jitter: float = Field(
         default=0.2,
         ge=0,

@@ -48,7 +48,15 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "rtmps://", "srt://", "udp://")
 
 ErrorKind = Literal[
-    "auth", "not_found", "refused", "unreachable", "timeout", "stalled", "ended", "corrupt", "unsupported",
+    "auth",
+    "not_found",
+    "refused",
+    "unreachable",
+    "timeout",
+    "stalled",
+    "ended",
+    "corrupt",
+    "unsupported",
     "other",
 ]
 SamplingMode = Literal["keyframe", "fps"]
@@ -650,4 +658,3 @@ def open_source(camera: CameraConfig) -> FrameSource:
         "not_found",
         permanent=True,
     )
-
