@@ -18,6 +18,7 @@ from cityeye import __version__
 COMMAND_MODULES = (
     "cityeye.vision.cli",
     "cityeye.zones.cli",
+    "cityeye.zones.count_cli",
     "cityeye.models.cli",
     "cityeye.edge.cli",
     "cityeye.api.cli",
