@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 from pathlib import Path
 
 from cityeye.api.ingest import DEFAULT_TOPIC_FILTER
+from cityeye.api.store import Store
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +34,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--mqtt-protocol", choices=("5", "3.1.1"), help="MQTT protocol version (default: mqtt.protocol, 5)"
     )
+    p.add_argument(
+        "--client-id",
+        help="fixed MQTT client id; with --session-expiry the broker keeps this consumer's messages while it "
+        "restarts (each replica needs its own id)",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        default=None,
+        metavar="S",
+        help="seconds the broker keeps the session after a disconnect (3600 with --client-id, else 0)",
+    )
     p.set_defaults(func=run)
+
+    db = sub.add_parser(
+        "db",
+        help="database schema and API keys of the central API",
+        description="Manage the API database named by api.database_url: schema migrations (Alembic) and "
+        "stored API keys. Output is JSON.",
+    )
+    dbsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = dbsub.add_parser(
+        "upgrade", help="upgrade the schema to the newest revision (what `cityeye api` does)"
+    )
+    up.add_argument("--config", required=True, type=Path, help="site configuration (YAML)")
+    up.set_defaults(func=db_upgrade)
+    cur = dbsub.add_parser("current", help="print the schema revision of the database and of this code")
+    cur.add_argument("--config", required=True, type=Path, help="site configuration (YAML)")
+    cur.set_defaults(func=db_current)
+    key = dbsub.add_parser(
+        "create-key", help="create an API key in the database and print it once (e.g. the first admin key)"
+    )
+    key.add_argument("--config", required=True, type=Path, help="site configuration (YAML)")
+    key.add_argument("--name", required=True, help="who or what uses the key")
+    key.add_argument("--role", required=True, choices=("operator", "admin"))
+    key.set_defaults(func=db_create_key)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -66,17 +103,23 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cityeye.api.app import create_app
+    from cityeye.cli import UsageError
     from cityeye.config import load_config
 
     cfg = load_config(args.config)
     host = args.host or cfg.api.host
     port = cfg.api.port if args.port is None else args.port
+    expiry = args.session_expiry if args.session_expiry is not None else (3600 if args.client_id else 0)
+    if expiry < 0:
+        raise UsageError(f"--session-expiry {expiry}: give seconds >= 0")
     app = create_app(
         cfg,
         ingest=not args.no_ingest,
         topic_filter=args.mqtt_filter,
         share_group=args.share_group,
         mqtt_protocol=args.mqtt_protocol,
+        client_id=args.client_id,
+        session_expiry_s=expiry,
     )
     sock = _listen(host, port)
     bound = sock.getsockname()
@@ -89,3 +132,48 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0 if server.started else 1
+
+
+def _store(args: argparse.Namespace) -> Store:
+    from cityeye.config import load_config
+
+    return Store(load_config(args.config).api.database_url)
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from cityeye.api.migrate import current
+
+    store = _store(args)
+    try:
+        before = current(store.engine)
+        after = store.migrate()
+    finally:
+        store.close()
+    print(json.dumps({"database": store.engine.url.render_as_string(), "from": before, "to": after}))
+    return 0
+
+
+def db_current(args: argparse.Namespace) -> int:
+    from cityeye.api.migrate import current, head
+
+    store = _store(args)
+    try:
+        rev = current(store.engine)
+    finally:
+        store.close()
+    print(json.dumps({"database": store.engine.url.render_as_string(), "current": rev, "head": head()}))
+    return 0 if rev == head() else 1
+
+
+def db_create_key(args: argparse.Namespace) -> int:
+    from cityeye.api.auth import hash_key, new_key
+
+    store = _store(args)
+    try:
+        store.migrate()
+        key = new_key()
+        rec = store.add_key(args.name, args.role, hash_key(key), key[:10])
+    finally:
+        store.close()
+    print(json.dumps({"id": rec.id, "name": rec.name, "role": rec.role, "key": key}))
+    return 0

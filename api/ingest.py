@@ -12,18 +12,21 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from cityeye.api.store import Event, Store
+from cityeye.api.store import ApplyResult, Event, Store
 from cityeye.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
-from cityeye.events.schema import HealthEvent, OccupancyEvent, StatusEvent
+from cityeye.events.schema import HealthEvent, OccupancyEvent, StatusEvent, TrafficEvent
 from cityeye.events.topics import ROOT, Topic, TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
@@ -31,10 +34,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPIC_FILTER = f"{ROOT}/+/+/+"
 """Every site, camera and kind."""
 
-SCHEMAS: dict[TopicKind, type[OccupancyEvent] | type[StatusEvent] | type[HealthEvent]] = {
+SCHEMAS: dict[
+    TopicKind, type[OccupancyEvent] | type[StatusEvent] | type[HealthEvent] | type[TrafficEvent]
+] = {
     TopicKind.OCCUPANCY: OccupancyEvent,
     TopicKind.STATUS: StatusEvent,
     TopicKind.HEALTH: HealthEvent,
+    TopicKind.TRAFFIC: TrafficEvent,
 }
 
 MqttProtocol = Literal["5", "3.1.1"]
@@ -58,7 +64,7 @@ class Reason(StrEnum):
     SCHEMA = "schema"
     TOPIC_MISMATCH = "topic_mismatch"
     EMPTY = "empty"  # a zero-length retained message clears the retained state; nothing to apply
-    TRAFFIC = "traffic"  # consumed by the traffic issue, not yet
+    TOO_OLD = "too_old"  # a traffic bin older than the finest history kept: nothing left to replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,11 @@ class Handled:
     outcome: Outcome
     reason: Reason | None = None
     detail: str | None = None
+    event: Event | None = None
+
+
+Listener = Callable[[Handled], None]
+"""Called on the consumer thread after every message (metrics, live feed, index, push); must not block."""
 
 
 @dataclass
@@ -127,19 +138,31 @@ class MqttIngest:
         share_group: str | None = None,
         protocol: MqttProtocol = "5",
         client_id: str | None = None,
+        listeners: list[Listener] | None = None,
+        session_expiry_s: int = 0,
     ) -> None:
         self.store = store
+        self.listeners: list[Listener] = list(listeners or [])
         self.cfg = mqtt_cfg
         self.subscription = shared_filter(topic_filter, share_group)
         # Unique per process: two API instances with one id would kick each other off forever.
         self.client_id = client_id or f"cityeye-api-{site}-{uuid.uuid4().hex[:8]}"
+        # A persistent session (stable client id, expiry > 0) makes the broker queue QoS 1 messages
+        # while the API restarts, so a restart loses nothing; the store makes re-deliveries harmless.
+        self.session_expiry_s = session_expiry_s
+        self.protocol = protocol
         self._stats = IngestStats()
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._started = False
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=_PROTOCOLS[protocol]
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=_PROTOCOLS[protocol],
+            clean_session=None if protocol == "5" else session_expiry_s == 0,
         )
+        # paho's default of 20 in flight would throttle the broker's delivery to us.
+        self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         if mqtt_cfg.effective_username:
             self.client.username_pw_set(mqtt_cfg.effective_username, mqtt_cfg.password)
@@ -158,7 +181,19 @@ class MqttIngest:
             self.cfg.port,
             self.subscription,
         )
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        if self.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if self.session_expiry_s:
+                props.SessionExpiryInterval = self.session_expiry_s
+            self.client.connect_async(
+                self.cfg.host,
+                self.cfg.port,
+                keepalive=self.cfg.keepalive_s,
+                clean_start=self.session_expiry_s == 0,
+                properties=props,
+            )
+        else:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
         self._started = True
 
@@ -284,6 +319,11 @@ class MqttIngest:
             elif result.reason is not None:
                 bucket = s.rejected if result.outcome is Outcome.REJECTED else s.ignored
                 bucket[result.reason.value] = bucket.get(result.reason.value, 0) + 1
+        for listener in self.listeners:
+            try:
+                listener(result)
+            except Exception:  # a listener bug must not stop ingest
+                log.exception("MQTT ingest: listener %r failed", listener)
         if result.outcome is Outcome.REJECTED:
             log.warning("MQTT ingest: rejected message on %s: %s: %s", topic, result.reason, result.detail)
         elif result.outcome is Outcome.ERROR:
@@ -299,8 +339,6 @@ class MqttIngest:
                 Reason.UNKNOWN_KIND if len(parts) == 5 and topic.startswith(ROOT + "/") else Reason.BAD_TOPIC
             )
             return Handled(Outcome.REJECTED, reason, str(exc))
-        if t.kind is TopicKind.TRAFFIC:
-            return Handled(Outcome.IGNORED, Reason.TRAFFIC)
         if not payload:
             return Handled(Outcome.IGNORED, Reason.EMPTY)
         event = self._parse(t, payload)
@@ -309,8 +347,10 @@ class MqttIngest:
         try:
             applied = self.store.apply(event)
         except Exception as exc:  # database down or full: count, log, keep consuming
-            return Handled(Outcome.ERROR, None, f"{type(exc).__name__}: {exc}")
-        return Handled(Outcome.APPLIED if applied else Outcome.DUPLICATE)
+            return Handled(Outcome.ERROR, None, f"{type(exc).__name__}: {exc}", event)
+        if applied is ApplyResult.TOO_OLD:
+            return Handled(Outcome.IGNORED, Reason.TOO_OLD, None, event)
+        return Handled(Outcome.APPLIED if applied is ApplyResult.APPLIED else Outcome.DUPLICATE, event=event)
 
     @staticmethod
     def _parse(t: Topic, payload: bytes) -> Event | Handled:

@@ -1,29 +1,38 @@
-"""Current state, history and camera status behind the API, in any SQLAlchemy database.
+"""Current state, history and camera status behind the API, in SQLite or PostgreSQL.
 
-SQLite (the default) is good for a district; PostgreSQL is the later scale-out. Only portable
-SQL is used here — plain range queries for the spatial prefilter, JSON for health — so that the
-same models serve both, and ``Base.metadata`` carries a naming convention that Alembic
-migrations can be generated against.
+Only portable SQL is used — plain range queries for the spatial prefilter, integer epoch buckets
+for history, ``INSERT .. ON CONFLICT`` (which both dialects have) for roll-ups — so that the same
+models serve both. The schema is owned by the Alembic migrations in ``migrations/``; the models
+here must match them (a test compares the two).
 
-Ingest is idempotent: every event id is remembered in ``seen_events`` inside the same
-transaction that applies the event, so a retained message re-delivered on every reconnect, or a
-QoS 1 re-send, changes nothing the second time.
+Ingest is idempotent: every occupancy/status/health event id is remembered in ``seen_events``
+inside the same transaction that applies the event, so a retained message re-delivered on every
+reconnect, or a QoS 1 re-send, changes nothing the second time. Traffic bins are idempotent by
+their key (camera, line, bin): a re-sent bin replaces the stored one and the roll-ups move by the
+difference, so nothing is ever counted twice.
+
+History is kept at three resolutions, written together at ingest: 1 minute, 15 minutes and
+1 hour, each with its own retention, so that a year of history stays small and late data (an
+edge that buffered during an outage) lands in every resolution without a re-aggregation pass.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
+    Double,
     Dialect,
     Engine,
     Index,
@@ -31,16 +40,21 @@ from sqlalchemy import (
     String,
     and_,
     create_engine,
+    delete,
     event,
-    insert,
+    func,
     or_,
     select,
     text,
+    tuple_,
+    update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from cityeye.api.geo import bounding_box, haversine_m
@@ -51,12 +65,13 @@ from cityeye.events.schema import (
     OccupancyEvent,
     SpaceState,
     StatusEvent,
+    TrafficEvent,
 )
 
 log = logging.getLogger(__name__)
 
-Event = OccupancyEvent | StatusEvent | HealthEvent
-"""Every event kind the store understands (traffic comes with its own issue)."""
+Event = OccupancyEvent | StatusEvent | HealthEvent | TrafficEvent
+"""Every event kind the store understands."""
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 """How long an SQLite writer waits for another writer's lock before failing."""
@@ -64,14 +79,35 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 _WRITE = "cityeye_write"
 """Execution option that marks a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
 
+RESOLUTIONS_S = (60, 900, 3600)
+"""History resolutions, finest first: 1 minute, 15 minutes, 1 hour."""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def epoch(t: datetime) -> int:
+    return int(t.timestamp())
+
+
+def from_epoch(s: int) -> datetime:
+    return datetime.fromtimestamp(s, UTC)
+
+
 def zone_uid(site: str, camera: str, zone_id: str) -> str:
     """Zone ids are only unique per camera; the API id needs site and camera too."""
     return f"{site}:{camera}:{zone_id}"
+
+
+line_uid = zone_uid
+"""Counting lines are zones of a traffic camera: the same id scheme."""
+
+
+class ApplyResult(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    TOO_OLD = "too_old"  # a traffic bin older than the finest history we keep: nothing to replace
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -98,16 +134,17 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
 class Base(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class ZoneRow(Base):
@@ -122,15 +159,20 @@ class ZoneRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str | None]
     lot: Mapped[str | None]
-    lon: Mapped[float | None]
-    lat: Mapped[float | None]
+    lon: Mapped[float | None] = mapped_column(Double)
+    lat: Mapped[float | None] = mapped_column(Double)
     free: Mapped[int]
     total: Mapped[int]
     occupied: Mapped[bool | None] = mapped_column(doc="Spaces only; areas count vehicles instead.")
-    score: Mapped[float | None]
+    score: Mapped[float | None] = mapped_column(Double)
     observed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     event_id: Mapped[str] = mapped_column(String(200))
+    vehicle: Mapped[str | None] = mapped_column(String(32), doc="Vehicle type the zone is for; None: any.")
+    active: Mapped[bool] = mapped_column(
+        default=True, doc="False once a newer snapshot of the camera no longer lists the zone."
+    )
+    rev: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
 
     __table_args__ = (
         # The nearby prefilter is a range on lat then lon; free rides along to skip full zones.
@@ -139,16 +181,38 @@ class ZoneRow(Base):
     )
 
 
-class ZoneHistoryRow(Base):
-    __tablename__ = "zone_history"
+class ZoneStatRow(Base):
+    """Occupancy statistics of one zone in one time bucket of one resolution."""
 
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    uid: Mapped[str] = mapped_column(String(400))
-    observed_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    free: Mapped[int]
-    total: Mapped[int]
+    __tablename__ = "zone_stats"
 
-    __table_args__ = (Index(None, "uid", "observed_at"),)
+    uid: Mapped[str] = mapped_column(String(400), primary_key=True)
+    res_s: Mapped[int] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, doc="Bucket start, UTC epoch seconds.")
+    samples: Mapped[int]
+    free_sum: Mapped[int] = mapped_column(BigInteger)
+    free_min: Mapped[int]
+    free_max: Mapped[int]
+    total_max: Mapped[int]
+
+    __table_args__ = (Index(None, "res_s", "bucket"),)
+
+
+class TrafficCountRow(Base):
+    """Crossings of one line in one bucket, per direction and vehicle class."""
+
+    __tablename__ = "traffic_counts"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    camera: Mapped[str] = mapped_column(String(128), primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    res_s: Mapped[int] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, doc="Bucket start, UTC epoch seconds.")
+    direction: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vclass: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index(None, "res_s", "bucket"),)
 
 
 class CameraRow(Base):
@@ -162,6 +226,10 @@ class CameraRow(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     health: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     health_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_heard_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, doc="Arrival time of the newest event from the camera (our clock, for silence)."
+    )
+    rev: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
 
 
 class SeenEventRow(Base):
@@ -169,6 +237,29 @@ class SeenEventRow(Base):
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class ApiKeyRow(Base):
+    """An admin-managed API key; only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), doc="First characters of the key, to recognise it.")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class MetaRow(Base):
+    """Small counters; ``rev`` orders every change of zones and cameras for incremental readers."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +282,7 @@ class ZoneRecord:
     observed_at: datetime
     updated_at: datetime
     event_id: str
+    vehicle: str | None
     camera_status: str | None
 
     @property
@@ -225,13 +317,49 @@ class CameraRecord:
     last_seen_at: datetime | None
     health: dict[str, Any] | None
     health_at: datetime | None
+    last_heard_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryPoint:
-    observed_at: datetime
-    free: int
+    """Zone occupancy over one bucket: free places on average, at least and at most."""
+
+    start: datetime
+    samples: int
+    free_avg: float
+    free_min: int
+    free_max: int
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficPoint:
+    line: str
+    start: datetime
+    direction: str | None
+    vclass: str | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: int
+    name: str
+    role: str
+    key_hash: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed since a revision: for readers that keep their own copy (the zone index)."""
+
+    rev: int
+    zones: list[ZoneRecord]
+    inactive: list[str]
+    cameras: list[CameraRecord]
 
 
 _ZONE_COLUMNS = (
@@ -251,6 +379,7 @@ _ZONE_COLUMNS = (
     ZoneRow.observed_at,
     ZoneRow.updated_at,
     ZoneRow.event_id,
+    ZoneRow.vehicle,
     CameraRow.status,
 )
 _CAMERA_JOIN = and_(CameraRow.site == ZoneRow.site, CameraRow.camera == ZoneRow.camera)
@@ -259,6 +388,20 @@ _CAMERA_JOIN = and_(CameraRow.site == ZoneRow.site, CameraRow.camera == ZoneRow.
 def _is_memory_sqlite(url: str) -> bool:
     u = make_url(url)
     return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
+
+
+def _camera_record(r: CameraRow) -> CameraRecord:
+    return CameraRecord(
+        site=r.site,
+        camera=r.camera,
+        status=r.status,
+        detail=r.detail,
+        status_at=r.status_at,
+        last_seen_at=r.last_seen_at,
+        health=r.health,
+        health_at=r.health_at,
+        last_heard_at=r.last_heard_at,
+    )
 
 
 class Store:
@@ -280,6 +423,11 @@ class Store:
             ) from None
         self.url = url
         self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"database URL {url!r}: {self.dialect} is not supported; use sqlite:///FILE or "
+                "postgresql+psycopg://user@host/db (the database driver must be installed)"
+            )
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             # The consumer thread and request threads share the pool.
@@ -294,17 +442,21 @@ class Store:
                         f"database URL {url!r}: folder {parent} does not exist; create it "
                         "or point api.database_url at an existing folder"
                     )
+        else:
+            kwargs["pool_pre_ping"] = True  # a restarted server must not cost one failed request
         try:
             self.engine: Engine = create_engine(parsed, **kwargs)
-        except (ArgumentError, NoSuchModuleError) as exc:
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise ValueError(
-                f"cannot use database URL {url!r}: {exc} (is the database driver installed?)"
+                f"cannot use database URL {url!r}: {exc} (is the database driver installed? "
+                "PostgreSQL needs postgresql+psycopg://, with psycopg installed)"
             ) from None
         if self.dialect == "sqlite":
             self._setup_sqlite(self.engine)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
+        self.minute_retention = timedelta(days=2)
 
     @staticmethod
     def _setup_sqlite(engine: Engine) -> None:
@@ -333,9 +485,11 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def create_all(self) -> None:
-        """Create missing tables; Alembic migrations will take over once the schema evolves."""
-        Base.metadata.create_all(self.engine)
+    def migrate(self) -> str:
+        """Bring the schema to the newest Alembic revision; returns that revision."""
+        from cityeye.api.migrate import upgrade
+
+        return upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -355,61 +509,93 @@ class Store:
         with self._writer() as session, session.begin():
             yield session
 
+    def _insert(self, table: Any) -> Any:
+        return (sqlite.insert if self.dialect == "sqlite" else postgresql.insert)(table)
+
+    def _least(self, a: Any, b: Any) -> ColumnElement[Any]:
+        return func.min(a, b) if self.dialect == "sqlite" else func.least(a, b)
+
+    def _greatest(self, a: Any, b: Any) -> ColumnElement[Any]:
+        return func.max(a, b) if self.dialect == "sqlite" else func.greatest(a, b)
+
+    @staticmethod
+    def _next_rev(s: Session) -> int:
+        """One number per writing transaction, in commit order.
+
+        The row lock on ``meta.rev`` (PostgreSQL) or the database write lock (SQLite) is held
+        to commit, so a reader that sees revision n committed has seen every revision below n.
+        """
+        rev = s.execute(
+            update(MetaRow)
+            .where(MetaRow.key == "rev")
+            .values(value=MetaRow.value + 1)
+            .returning(MetaRow.value)
+        ).scalar_one_or_none()
+        if rev is None:
+            s.add(MetaRow(key="rev", value=1))
+            s.flush()
+            return 1
+        return int(rev)
+
     # -- ingest ----------------------------------------------------------------------------
 
-    def apply(self, event: Event, *, received_at: datetime | None = None) -> bool:
-        """Apply one event; False (and nothing changed) when its id was applied before.
+    def apply(self, event: Event, *, received_at: datetime | None = None) -> ApplyResult:
+        """Apply one event; DUPLICATE (and nothing changed) when it was applied before.
 
         An occupancy snapshot older than the stored state of a zone leaves that zone's current
         state alone (an out-of-order replay must not turn back the clock) but still lands in
-        the history, which is ordered by observation time anyway.
+        the history, which is ordered by observation time anyway — unless it is older than the
+        deduplication window, whose event ids we no longer remember.
         """
         now = received_at or utcnow()
+        if isinstance(event, TrafficEvent):
+            return self._apply_traffic(event, now)
         try:
             with self._write() as s:
                 if s.get(SeenEventRow, event.event_id) is not None:
-                    return False
+                    return ApplyResult.DUPLICATE
                 s.add(SeenEventRow(event_id=event.event_id, received_at=now))
                 s.flush()
+                rev = self._next_rev(s)
                 if isinstance(event, OccupancyEvent):
-                    self._apply_occupancy(s, event, now)
+                    self._apply_occupancy(s, event, now, rev)
                 elif isinstance(event, StatusEvent):
-                    self._apply_status(s, event)
+                    self._apply_status(s, event, now, rev)
                 else:
-                    self._apply_health(s, event)
+                    self._apply_health(s, event, now, rev)
         except IntegrityError:
             # Another writer (a second API instance on a shared subscription) won the race for
             # this event id; anything else is a real error.
             with self._read() as s:
                 if s.get(SeenEventRow, event.event_id) is not None:
-                    return False
+                    return ApplyResult.DUPLICATE
             raise
-        return True
+        return ApplyResult.APPLIED
 
-    @staticmethod
-    def _camera(s: Session, site: str, camera: str) -> CameraRow:
+    def _camera(self, s: Session, site: str, camera: str, now: datetime, rev: int) -> CameraRow:
         row = s.get(CameraRow, (site, camera))
         if row is None:
             row = CameraRow(site=site, camera=camera)
             s.add(row)
+        row.rev = rev
         return row
 
     @staticmethod
-    def _seen(row: CameraRow, at: datetime) -> None:
+    def _seen(row: CameraRow, at: datetime, now: datetime) -> None:
         if row.last_seen_at is None or at > row.last_seen_at:
             row.last_seen_at = at
+        if row.last_heard_at is None or now > row.last_heard_at:
+            row.last_heard_at = now
 
-    def _apply_occupancy(self, s: Session, ev: OccupancyEvent, now: datetime) -> None:
+    def _apply_occupancy(self, s: Session, ev: OccupancyEvent, now: datetime, rev: int) -> None:
         states: dict[str, SpaceState | AreaState] = {zone_uid(ev.site, ev.camera, z.id): z for z in ev.zones}
-        existing = {r.uid: r for r in s.scalars(select(ZoneRow).where(ZoneRow.uid.in_(list(states))))}
-        if states:
-            s.execute(
-                insert(ZoneHistoryRow),
-                [
-                    {"uid": u, "observed_at": ev.observed_at, "free": z.free, "total": z.total}
-                    for u, z in states.items()
-                ],
-            )
+        existing = {
+            r.uid: r
+            for r in s.scalars(select(ZoneRow).where(ZoneRow.site == ev.site, ZoneRow.camera == ev.camera))
+        }
+        if states and ev.observed_at >= now - self.minute_retention:
+            self._add_zone_stats(s, ev.observed_at, [(u, z.free, z.total) for u, z in states.items()])
+        newest = all(r.observed_at <= ev.observed_at for r in existing.values())
         for uid, z in states.items():
             row = existing.get(uid)
             if row is not None and row.observed_at > ev.observed_at:
@@ -427,31 +613,169 @@ class Store:
             row.total = z.total
             row.occupied = z.occupied if isinstance(z, SpaceState) else None
             row.score = z.score if isinstance(z, SpaceState) else None
+            row.vehicle = z.vehicle
             row.observed_at = ev.observed_at
             row.updated_at = now
             row.event_id = ev.event_id
-        self._seen(self._camera(s, ev.site, ev.camera), ev.observed_at)
+            row.active = True
+            row.rev = rev
+        if newest:
+            # A snapshot lists every zone of the camera: one it no longer lists was removed from
+            # the camera's zones file and must stop being offered to drivers.
+            for uid, row in existing.items():
+                if uid not in states and row.active:
+                    row.active = False
+                    row.rev = rev
+        self._seen(self._camera(s, ev.site, ev.camera, now, rev), ev.observed_at, now)
 
-    def _apply_status(self, s: Session, ev: StatusEvent) -> None:
+    def _add_zone_stats(self, s: Session, at: datetime, values: list[tuple[str, int, int]]) -> None:
+        t = epoch(at)
+        for res in RESOLUTIONS_S:
+            bucket = t - t % res
+            ins = self._insert(ZoneStatRow.__table__)
+            ex = ins.excluded
+            tbl = ZoneStatRow.__table__.c
+            stmt = ins.on_conflict_do_update(
+                index_elements=["uid", "res_s", "bucket"],
+                set_={
+                    "samples": tbl.samples + ex.samples,
+                    "free_sum": tbl.free_sum + ex.free_sum,
+                    "free_min": self._least(tbl.free_min, ex.free_min),
+                    "free_max": self._greatest(tbl.free_max, ex.free_max),
+                    "total_max": self._greatest(tbl.total_max, ex.total_max),
+                },
+            )
+            s.execute(
+                stmt,
+                [
+                    {
+                        "uid": uid,
+                        "res_s": res,
+                        "bucket": bucket,
+                        "samples": 1,
+                        "free_sum": free,
+                        "free_min": free,
+                        "free_max": free,
+                        "total_max": total,
+                    }
+                    for uid, free, total in values
+                ],
+            )
+
+    def _apply_status(self, s: Session, ev: StatusEvent, now: datetime, rev: int) -> None:
         """Statuses apply in arrival order, not by timestamp.
 
         The Last Will is composed when the edge connects, so the broker's ``offline`` carries
         a timestamp older than the ``online`` it must override. One publisher per camera and
         QoS 1 keep arrival order meaningful; an old retained copy is caught by its event id.
         """
-        cam = self._camera(s, ev.site, ev.camera)
+        cam = self._camera(s, ev.site, ev.camera, now, rev)
         cam.status = ev.status.value
         cam.detail = ev.detail
         cam.status_at = ev.observed_at
         if ev.status != CameraStatus.OFFLINE:  # the will speaks for a camera that is gone
-            self._seen(cam, ev.observed_at)
+            self._seen(cam, ev.observed_at, now)
 
-    def _apply_health(self, s: Session, ev: HealthEvent) -> None:
-        cam = self._camera(s, ev.site, ev.camera)
+    def _apply_health(self, s: Session, ev: HealthEvent, now: datetime, rev: int) -> None:
+        cam = self._camera(s, ev.site, ev.camera, now, rev)
         if cam.health_at is None or ev.observed_at >= cam.health_at:
             cam.health = ev.health.model_dump(mode="json")
             cam.health_at = ev.observed_at
-        self._seen(cam, ev.observed_at)
+        self._seen(cam, ev.observed_at, now)
+
+    def _apply_traffic(self, ev: TrafficEvent, now: datetime) -> ApplyResult:
+        """Replace the bin's counts; move the 15-minute and hourly roll-ups by the difference."""
+        start = epoch(ev.bin_start)
+        if ev.bin_start < now - self.minute_retention:
+            return ApplyResult.TOO_OLD
+        bucket = start - start % RESOLUTIONS_S[0]
+        changed = False
+        with self._write() as s:
+            for line in ev.lines:
+                key = (ev.site, ev.camera, line.line_id)
+                new: dict[tuple[str, str], int] = {
+                    (d, str(c)): int(n) for d, per in line.counts.items() for c, n in per.items()
+                }
+                old = {
+                    (r[0], r[1]): int(r[2])  # not r.count: a Row is a tuple and has a count() method
+                    for r in s.execute(
+                        select(
+                            TrafficCountRow.direction, TrafficCountRow.vclass, TrafficCountRow.count
+                        ).where(
+                            TrafficCountRow.site == key[0],
+                            TrafficCountRow.camera == key[1],
+                            TrafficCountRow.line_id == key[2],
+                            TrafficCountRow.res_s == RESOLUTIONS_S[0],
+                            TrafficCountRow.bucket == bucket,
+                        )
+                    )
+                }
+                keys = set(new) | set(old)
+                delta = {k: new.get(k, 0) - old.get(k, 0) for k in keys}
+                if old and not any(delta.values()) and set(new) == set(old):
+                    continue
+                changed = True
+                tbl = TrafficCountRow.__table__.c
+                for res in RESOLUTIONS_S:
+                    ins = self._insert(TrafficCountRow.__table__)
+                    value = ins.excluded.count if res == RESOLUTIONS_S[0] else tbl.count + ins.excluded.count
+                    stmt = ins.on_conflict_do_update(
+                        index_elements=[
+                            "site",
+                            "camera",
+                            "line_id",
+                            "res_s",
+                            "bucket",
+                            "direction",
+                            "vclass",
+                        ],
+                        set_={"count": value},
+                    )
+                    rows = [
+                        {
+                            "site": key[0],
+                            "camera": key[1],
+                            "line_id": key[2],
+                            "res_s": res,
+                            "bucket": start - start % res,
+                            "direction": d,
+                            "vclass": c,
+                            "count": new.get((d, c), 0) if res == RESOLUTIONS_S[0] else delta[(d, c)],
+                        }
+                        for d, c in sorted(keys)
+                    ]
+                    s.execute(stmt, rows)
+            if changed:
+                rev = self._next_rev(s)
+                self._seen(self._camera(s, ev.site, ev.camera, now, rev), ev.observed_at, now)
+        return ApplyResult.APPLIED if changed else ApplyResult.DUPLICATE
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def expire(
+        self, *, minute_days: float, quarter_days: float, hour_days: float, now: datetime | None = None
+    ) -> dict[str, int]:
+        """Delete history past its retention, old event ids and long-inactive zones; counts per table."""
+        now = now or utcnow()
+        keep = {60: minute_days, 900: quarter_days, 3600: hour_days}
+        deleted = {"zone_stats": 0, "traffic_counts": 0, "seen_events": 0, "zones": 0}
+        with self._write() as s:
+            for res, days in keep.items():
+                cutoff = epoch(now - timedelta(days=days))
+                for name, table in (("zone_stats", ZoneStatRow), ("traffic_counts", TrafficCountRow)):
+                    r = s.execute(delete(table).where(table.res_s == res, table.bucket < cutoff))
+                    deleted[name] += int(r.rowcount or 0)  # type: ignore[attr-defined]
+            r = s.execute(
+                delete(SeenEventRow).where(SeenEventRow.received_at < now - timedelta(days=minute_days))
+            )
+            deleted["seen_events"] = int(r.rowcount or 0)  # type: ignore[attr-defined]
+            r = s.execute(
+                delete(ZoneRow).where(
+                    ZoneRow.active.is_(False), ZoneRow.updated_at < now - timedelta(days=minute_days)
+                )
+            )
+            deleted["zones"] = int(r.rowcount or 0)  # type: ignore[attr-defined]
+        return deleted
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -462,31 +786,78 @@ class Store:
     def zone(self, uid: str) -> ZoneRecord | None:
         with self._read() as s:
             row = s.execute(
-                select(*_ZONE_COLUMNS).outerjoin(CameraRow, _CAMERA_JOIN).where(ZoneRow.uid == uid)
+                select(*_ZONE_COLUMNS)
+                .outerjoin(CameraRow, _CAMERA_JOIN)
+                .where(ZoneRow.uid == uid, ZoneRow.active.is_(True))
             ).first()
         return None if row is None else self._record(row)
 
+    def zones(self) -> list[ZoneRecord]:
+        with self._read() as s:
+            rows = s.execute(
+                select(*_ZONE_COLUMNS)
+                .outerjoin(CameraRow, _CAMERA_JOIN)
+                .where(ZoneRow.active.is_(True))
+                .order_by(ZoneRow.uid)
+            ).all()
+        return [self._record(r) for r in rows]
+
+    def current_rev(self) -> int:
+        with self._read() as s:
+            v = s.scalar(select(MetaRow.value).where(MetaRow.key == "rev"))
+        return int(v or 0)
+
+    def changes_since(self, rev: int) -> Changes:
+        """Zones and cameras changed after ``rev`` (all of them for rev 0), and the new revision."""
+        with self._read() as s:
+            now_rev = int(s.scalar(select(MetaRow.value).where(MetaRow.key == "rev")) or 0)
+            if now_rev == rev:
+                return Changes(rev, [], [], [])
+            rows = s.execute(
+                select(*_ZONE_COLUMNS, ZoneRow.active)
+                .outerjoin(CameraRow, _CAMERA_JOIN)
+                .where(ZoneRow.rev > rev, ZoneRow.rev <= now_rev)
+            ).all()
+            cams = s.scalars(select(CameraRow).where(CameraRow.rev > rev, CameraRow.rev <= now_rev)).all()
+            cam_records = [_camera_record(c) for c in cams]
+        zones = [self._record(r[:-1]) for r in rows if r[-1]]
+        inactive = [r[0] for r in rows if not r[-1]]
+        return Changes(now_rev, zones, inactive, cam_records)
+
     def nearby(
-        self, lat: float, lon: float, radius_m: float, min_free: int = 1, limit: int = 20
+        self,
+        lat: float,
+        lon: float,
+        radius_m: float,
+        min_free: int = 1,
+        limit: int = 20,
+        *,
+        kind: str | None = None,
+        vehicle: str | None = None,
     ) -> list[NearbyZone]:
         """Zones with at least ``min_free`` free places within ``radius_m``, nearest first.
 
-        Two steps so that a dense city stays cheap: an indexed bounding-box query fetches
-        only ids and coordinates of candidates, numpy computes exact distances, and only the
-        ``limit`` winners are loaded in full. Zones without coordinates are never returned.
+        The database path, kept as the reference the in-memory index is tested against and for
+        scripts without an index: an indexed bounding-box query fetches ids and coordinates of
+        candidates, numpy computes exact distances, only the ``limit`` winners are loaded.
+        Zones for a ``vehicle`` type include zones for any vehicle (``vehicle`` unset).
         """
         if limit <= 0:
             return []
         box = bounding_box(lat, lon, radius_m)
         lon_filter = or_(*(ZoneRow.lon.between(lo, hi) for lo, hi in box.lon_ranges))
+        conds: list[ColumnElement[bool]] = [
+            ZoneRow.lat.between(box.min_lat, box.max_lat),
+            lon_filter,
+            ZoneRow.free >= min_free,
+            ZoneRow.active.is_(True),
+        ]
+        if kind is not None:
+            conds.append(ZoneRow.kind == kind)
+        if vehicle is not None:
+            conds.append(or_(ZoneRow.vehicle.is_(None), ZoneRow.vehicle == vehicle))
         with self._read() as s:
-            cand = s.execute(
-                select(ZoneRow.uid, ZoneRow.lat, ZoneRow.lon).where(
-                    ZoneRow.lat.between(box.min_lat, box.max_lat),
-                    lon_filter,
-                    ZoneRow.free >= min_free,
-                )
-            ).all()
+            cand = s.execute(select(ZoneRow.uid, ZoneRow.lat, ZoneRow.lon).where(*conds)).all()
             if not cand:
                 return []
             uids = np.array([c[0] for c in cand], dtype=object)
@@ -508,27 +879,174 @@ class Store:
     def cameras(self) -> list[CameraRecord]:
         with self._read() as s:
             rows = s.scalars(select(CameraRow).order_by(CameraRow.site, CameraRow.camera)).all()
-            return [
-                CameraRecord(
-                    site=r.site,
-                    camera=r.camera,
-                    status=r.status,
-                    detail=r.detail,
-                    status_at=r.status_at,
-                    last_seen_at=r.last_seen_at,
-                    health=r.health,
-                    health_at=r.health_at,
-                )
-                for r in rows
-            ]
+            return [_camera_record(r) for r in rows]
 
-    def history(self, uid: str, limit: int = 100) -> list[HistoryPoint]:
-        """Newest first; the base for occupancy charts and forecasting later."""
+    def history(
+        self,
+        uid: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        bucket_s: int = 60,
+        limit: int = 10_000,
+    ) -> list[HistoryPoint]:
+        """Occupancy per bucket in [start, end), oldest first, from the coarsest resolution that fits.
+
+        ``bucket_s`` must be a multiple of a kept resolution (60, 900, 3600); buckets larger
+        than the resolution are summed from it.
+        """
+        res = max(r for r in RESOLUTIONS_S if bucket_s % r == 0)
+        conds = [ZoneStatRow.uid == uid, ZoneStatRow.res_s == res]
+        if start is not None:
+            conds.append(ZoneStatRow.bucket >= epoch(start))
+        if end is not None:
+            conds.append(ZoneStatRow.bucket < epoch(end))
+        b = (
+            (ZoneStatRow.bucket / bucket_s).cast(BigInteger) * bucket_s
+            if self.dialect == "sqlite"
+            else (func.div(ZoneStatRow.bucket, bucket_s) * bucket_s)
+        )
+        b = b.label("b")
         with self._read() as s:
             rows = s.execute(
-                select(ZoneHistoryRow.observed_at, ZoneHistoryRow.free, ZoneHistoryRow.total)
-                .where(ZoneHistoryRow.uid == uid)
-                .order_by(ZoneHistoryRow.observed_at.desc(), ZoneHistoryRow.id.desc())
+                select(
+                    b,
+                    func.sum(ZoneStatRow.samples),
+                    func.sum(ZoneStatRow.free_sum),
+                    func.min(ZoneStatRow.free_min),
+                    func.max(ZoneStatRow.free_max),
+                    func.max(ZoneStatRow.total_max),
+                )
+                .where(*conds)
+                .group_by(b)
+                .order_by(b)
                 .limit(limit)
             ).all()
-        return [HistoryPoint(*r) for r in rows]
+        return [
+            HistoryPoint(from_epoch(int(r[0])), int(r[1]), round(int(r[2]) / int(r[1]), 3), r[3], r[4], r[5])
+            for r in rows
+        ]
+
+    def traffic(
+        self,
+        *,
+        line: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        bucket_s: int = 900,
+        by: Iterable[str] = (),
+        limit: int = 100_000,
+    ) -> list[TrafficPoint]:
+        """Line crossings per bucket in [start, end), summed over the dimensions not in ``by``.
+
+        ``line`` is ``<site>:<camera>:<line_id>``; None gives every line. ``by`` picks from
+        ``class`` and ``direction``.
+        """
+        by = set(by)
+        res = max(r for r in RESOLUTIONS_S if bucket_s % r == 0)
+        t = TrafficCountRow
+        conds: list[ColumnElement[bool]] = [t.res_s == res]
+        if line is not None:
+            site, _, rest = line.partition(":")
+            camera, _, line_id = rest.partition(":")
+            conds += [t.site == site, t.camera == camera, t.line_id == line_id]
+        if start is not None:
+            conds.append(t.bucket >= epoch(start))
+        if end is not None:
+            conds.append(t.bucket < epoch(end))
+        b = (
+            (t.bucket / bucket_s).cast(BigInteger) * bucket_s
+            if self.dialect == "sqlite"
+            else (func.div(t.bucket, bucket_s) * bucket_s)
+        )
+        b = b.label("b")
+        dims: list[Any] = [t.site, t.camera, t.line_id, b]
+        if "direction" in by:
+            dims.append(t.direction)
+        if "class" in by:
+            dims.append(t.vclass)
+        with self._read() as s:
+            rows = s.execute(
+                select(*dims, func.sum(t.count)).where(*conds).group_by(*dims).order_by(*dims).limit(limit)
+            ).all()
+        out = []
+        for r in rows:
+            i = 4
+            direction = vclass = None
+            if "direction" in by:
+                direction = r[i]
+                i += 1
+            if "class" in by:
+                vclass = r[i]
+                i += 1
+            out.append(
+                TrafficPoint(line_uid(r[0], r[1], r[2]), from_epoch(int(r[3])), direction, vclass, int(r[i]))
+            )
+        return out
+
+    def latest_traffic(self, res_s: int = 900) -> list[tuple[str, datetime, str, int]]:
+        """Per line and direction, the crossings of the newest bucket of ``res_s`` (for NGSI-LD)."""
+        t = TrafficCountRow
+        with self._read() as s:
+            newest = (
+                select(t.site, t.camera, t.line_id, func.max(t.bucket).label("mb"))
+                .where(t.res_s == res_s)
+                .group_by(t.site, t.camera, t.line_id)
+                .subquery()
+            )
+            rows = s.execute(
+                select(t.site, t.camera, t.line_id, t.bucket, t.direction, func.sum(t.count))
+                .join(
+                    newest,
+                    and_(
+                        newest.c.site == t.site,
+                        newest.c.camera == t.camera,
+                        newest.c.line_id == t.line_id,
+                        newest.c.mb == t.bucket,
+                    ),
+                )
+                .where(t.res_s == res_s)
+                .group_by(t.site, t.camera, t.line_id, t.bucket, t.direction)
+                .order_by(t.site, t.camera, t.line_id, t.direction)
+            ).all()
+        return [(line_uid(r[0], r[1], r[2]), from_epoch(int(r[3])), r[4], int(r[5])) for r in rows]
+
+    # -- API keys --------------------------------------------------------------------------
+
+    def add_key(self, name: str, role: str, key_hash: str, prefix: str) -> ApiKeyRecord:
+        with self._write() as s:
+            row = ApiKeyRow(name=name, role=role, key_hash=key_hash, prefix=prefix, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return self._key_record(row)
+
+    @staticmethod
+    def _key_record(r: ApiKeyRow) -> ApiKeyRecord:
+        return ApiKeyRecord(r.id, r.name, r.role, r.key_hash, r.prefix, r.created_at, r.revoked_at)
+
+    def api_keys(self, *, include_revoked: bool = True) -> list[ApiKeyRecord]:
+        with self._read() as s:
+            q = select(ApiKeyRow).order_by(ApiKeyRow.id)
+            if not include_revoked:
+                q = q.where(ApiKeyRow.revoked_at.is_(None))
+            return [self._key_record(r) for r in s.scalars(q)]
+
+    def revoke_key(self, key_id: int) -> ApiKeyRecord | None:
+        with self._write() as s:
+            row = s.get(ApiKeyRow, key_id)
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return self._key_record(row)
+
+    def seen_count(self) -> int:
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(SeenEventRow)) or 0)
+
+    def zone_uids_of(self, cameras: Iterable[tuple[str, str]]) -> list[str]:
+        pairs = list(cameras)
+        if not pairs:
+            return []
+        with self._read() as s:
+            return list(s.scalars(select(ZoneRow.uid).where(tuple_(ZoneRow.site, ZoneRow.camera).in_(pairs))))

@@ -25,12 +25,14 @@ from cityeye.config import ApiConfig, SiteConfig
 from cityeye.events.schema import AreaState, CameraHealth, HealthEvent, OccupancyEvent, StatusEvent
 
 LAT, LON = 48.137, 11.575
+OPERATOR_KEY = "operator-key-0123456789"
+OPERATOR = {"X-API-Key": OPERATOR_KEY}
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     cfg = SiteConfig(site="demo", api=ApiConfig(database_url=f"sqlite:///{tmp_path / 'api.db'}"))
-    with TestClient(create_app(cfg, ingest=False)) as c:
+    with TestClient(create_app(cfg, ingest=False, api_keys=f"operator:{OPERATOR_KEY}")) as c:
         yield c
 
 
@@ -55,6 +57,7 @@ def seed(client: TestClient) -> None:
     store_of(client).apply(
         StatusEvent(site="demo", camera="cam1", event_id="s1", observed_at=now, status="streaming")
     )
+    client.app.state.index.refresh()  # type: ignore[attr-defined]  # the refresher would within 1 s
 
 
 def test_nearby_answers_with_the_documented_fields(client: TestClient) -> None:
@@ -123,9 +126,9 @@ def test_zone_and_unknown_zone(client: TestClient) -> None:
 
 
 def test_cameras_lists_status_and_health(client: TestClient) -> None:
-    assert client.get("/v1/cameras").json() == {"cameras": []}
+    assert client.get("/v1/cameras", headers=OPERATOR).json() == {"cameras": []}
     seed(client)
-    (cam,) = client.get("/v1/cameras").json()["cameras"]
+    (cam,) = client.get("/v1/cameras", headers=OPERATOR).json()["cameras"]
     assert (cam["site"], cam["camera"], cam["status"]) == ("demo", "cam1", "streaming")
     assert cam["health"]["fps"] == 2.5 and cam["health"]["reconnects"] == 1
     assert cam["last_seen_at"] is not None

@@ -25,6 +25,8 @@ from cityeye.events.topics import TopicKind, topic_for
 from tests.conftest import Broker, free_port, start_mosquitto
 
 LAT, LON = 48.137, 11.575
+OPERATOR_KEY = "operator-key-0123456789"
+OPERATOR = {"X-API-Key": OPERATOR_KEY}
 M_PER_DEG_LAT = 111_195.0
 
 T = TypeVar("T")
@@ -112,7 +114,7 @@ def site_config(port: int, db: Path, stale_after_s: float = 120.0) -> SiteConfig
 
 @pytest.fixture
 def live(mosquitto: Broker, tmp_path: Path) -> Iterator[Live]:
-    app = create_app(site_config(mosquitto.port, tmp_path / "api.db"))
+    app = create_app(site_config(mosquitto.port, tmp_path / "api.db"), api_keys=f"operator:{OPERATOR_KEY}")
     with TestClient(app) as http:
         ingest: MqttIngest = app.state.ingest
         wait_for("the consumer's subscription", lambda: ingest.stats().subscribed)
@@ -161,6 +163,7 @@ def test_published_occupancy_shows_up_in_nearby(live: Live) -> None:
         "zone_id": "bay/7",
         "camera": "cam1",
         "site": "demo",
+        "vehicle": None,
         "lot": None,
         "name": "Bay 7",
         "kind": "space",
@@ -215,10 +218,10 @@ def test_malformed_messages_are_counted_and_ingest_goes_on(live: Live) -> None:
     assert [r["zone_id"] for r in results] == ["ok"]
     wait_for("all 7 messages counted", lambda: live.ingest.stats().received == 7)
     stats = live.ingest.stats()
-    assert stats.rejected == {"bad_json": 1, "schema": 2, "topic_mismatch": 1, "unknown_kind": 1}
-    assert stats.ignored == {"traffic": 1}
+    assert stats.rejected == {"bad_json": 1, "schema": 3, "topic_mismatch": 1, "unknown_kind": 1}
+    assert stats.ignored == {}
     assert (stats.applied, stats.errors, stats.connected) == (1, 0, True)
-    assert live.http.get("/healthz").json()["ingest"]["rejected"]["schema"] == 2
+    assert live.http.get("/healthz").json()["ingest"]["rejected"]["schema"] == 3
     assert live.http.get("/v1/parking/zones/demo:cam2:m").status_code == 404
 
 
@@ -251,14 +254,18 @@ def test_last_will_offline_makes_zones_stale(live: Live) -> None:
     assert fresh["stale"] is False
     cams = wait_for(
         "cam9 online",
-        lambda: [c for c in live.http.get("/v1/cameras").json()["cameras"] if c["status"] == "online"],
+        lambda: [
+            c
+            for c in live.http.get("/v1/cameras", headers=OPERATOR).json()["cameras"]
+            if c["status"] == "online"
+        ],
     )
     assert cams[0]["camera"] == "cam9"
 
     pub.vanish()
     (gone,) = wait_for("stale after the will", lambda: [r for r in live.nearby() if r["stale"]])
     assert gone["id"] == "demo:cam9:z"
-    (cam,) = live.http.get("/v1/cameras").json()["cameras"]
+    (cam,) = live.http.get("/v1/cameras", headers=OPERATOR).json()["cameras"]
     assert (cam["status"], cam["detail"]) == ("offline", "connection lost (Last Will)")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cityeye.api.geo import haversine_m
-from cityeye.api.store import Store, zone_uid
+from cityeye.api.store import ApplyResult, Store, utcnow, zone_uid
 from cityeye.events.schema import (
     AreaState,
     CameraHealth,
@@ -32,7 +32,7 @@ def north(metres: float) -> float:
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    s.create_all()
+    s.migrate()
     return s
 
 
@@ -109,26 +109,28 @@ def test_space_and_area_state(store: Store) -> None:
 
 
 def test_duplicate_event_changes_nothing(store: Store) -> None:
-    ev = occupancy("e1", [area("a", 0, vehicles=2)])
-    assert store.apply(ev) is True
+    ev = occupancy("e1", [area("a", 0, vehicles=2)], at=utcnow())
+    assert store.apply(ev) is ApplyResult.APPLIED
     before = store.zone("demo:cam1:a")
-    assert store.apply(ev) is False
+    assert store.apply(ev) is ApplyResult.DUPLICATE
     assert store.zone("demo:cam1:a") == before
-    assert len(store.history("demo:cam1:a")) == 1
+    (point,) = store.history("demo:cam1:a", bucket_s=60)
+    assert (point.samples, point.free_avg) == (1, 8)
 
 
 def test_older_snapshot_does_not_override_current_state(store: Store) -> None:
-    assert store.apply(occupancy("new", [area("a", 0, vehicles=2)], at=T0))
-    assert store.apply(occupancy("old", [area("a", 0, vehicles=9)], at=T0 - timedelta(minutes=5)))
+    t0 = utcnow().replace(second=30, microsecond=0) - timedelta(hours=1)
+    assert store.apply(occupancy("new", [area("a", 0, vehicles=2)], at=t0))
+    assert store.apply(occupancy("old", [area("a", 0, vehicles=9)], at=t0 - timedelta(minutes=5)))
     z = store.zone("demo:cam1:a")
     assert z is not None
-    assert (z.free, z.observed_at, z.event_id) == (8, T0, "new")
+    assert (z.free, z.observed_at, z.event_id) == (8, t0, "new")
     # ...but it is real history, kept in observation order.
-    assert [(p.observed_at, p.free) for p in store.history("demo:cam1:a")] == [
-        (T0, 8),
-        (T0 - timedelta(minutes=5), 1),
+    assert [(p.start, p.free_avg) for p in store.history("demo:cam1:a", bucket_s=60)] == [
+        (t0.replace(second=0) - timedelta(minutes=5), 1),
+        (t0.replace(second=0), 8),
     ]
-    assert store.apply(occupancy("newer", [area("a", 0, vehicles=4)], at=T0 + timedelta(seconds=10)))
+    assert store.apply(occupancy("newer", [area("a", 0, vehicles=4)], at=t0 + timedelta(seconds=10)))
     z = store.zone("demo:cam1:a")
     assert z is not None and z.free == 6
 
@@ -163,8 +165,10 @@ def test_offline_camera_or_old_update_makes_zone_stale(store: Store) -> None:
     # Received 30 s late, but staleness counts from the frame time: stale 120 s after the frame.
     assert z.is_stale(T0 + timedelta(seconds=121), stale_after_s=120) is True
     # An edge clock running ahead must not keep a zone fresh: the arrival time bounds the age too.
-    store.apply(occupancy("e2", [area("b", 0, vehicles=0)], at=T0 + timedelta(hours=1)), received_at=T0)
-    b = store.zone("demo:cam1:b")
+    store.apply(
+        occupancy("e2", [area("b", 0, vehicles=0)], camera="cam2", at=T0 + timedelta(hours=1)), received_at=T0
+    )
+    b = store.zone("demo:cam2:b")
     assert b is not None and b.is_stale(T0 + timedelta(seconds=121), stale_after_s=120) is True
 
     store.apply(StatusEvent(site="demo", camera="cam1", event_id="w", observed_at=T0, status="offline"))
@@ -197,6 +201,6 @@ def test_bad_database_urls_explain_themselves(tmp_path: Path) -> None:
 
 def test_in_memory_sqlite_keeps_one_database(tmp_path: Path) -> None:
     s = Store("sqlite://")
-    s.create_all()
+    s.migrate()
     s.apply(occupancy("e1", [area("a", 0, vehicles=0)]))
     assert s.zone("demo:cam1:a") is not None

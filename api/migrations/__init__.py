@@ -1,0 +1,1 @@
+"""Alembic migrations of the API database; run with ``cityeye db upgrade`` or at API start."""
