@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+LOSS_LOG_EVERY_S = 60.0
+"""Drops are logged when they start and then at most this often (each is counted regardless)."""
+
 COUNTERS = ("dropped", "expired", "rejected", "acked", "enqueued")
 """Totals since the spool file was created (they survive restarts)."""
 
@@ -155,6 +158,8 @@ class Spool:
         self.max_age_s = max_age_s
         self._clock = clock
         self._lock = threading.Lock()
+        self._unlogged_loss = 0
+        self._loss_logged_at = -LOSS_LOG_EVERY_S
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -348,13 +353,23 @@ class Spool:
             self._pending_rows += 1
             seq = cur.lastrowid
         if lost:
-            log.warning(
-                "spool %s: bound reached, %d oldest event(s) dropped (counted in health spool_dropped)",
-                self.path,
-                lost,
-            )
+            self._log_loss(lost)
         assert seq is not None
         return int(seq)
+
+    def _log_loss(self, n: int) -> None:
+        """Warn when dropping starts, then at most once a minute: a full spool drops on every put."""
+        self._unlogged_loss += n
+        now = time.monotonic()
+        if now - self._loss_logged_at >= LOSS_LOG_EVERY_S:
+            log.warning(
+                "spool %s: size or age bound reached, %d oldest event(s) dropped since the last warning "
+                "(counted in health spool_dropped; raise mqtt.spool.max_mb / max_age_s to keep more)",
+                self.path,
+                self._unlogged_loss,
+            )
+            self._unlogged_loss = 0
+            self._loss_logged_at = now
 
     def pending(self, after_seq: int = 0, limit: int = 100) -> list[SpooledMessage]:
         """The oldest unsent messages after ``after_seq``, in queue order."""
