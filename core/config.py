@@ -18,6 +18,7 @@ from cityeye.edge.config import EdgeConfig
 from cityeye.events.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
 from cityeye.streams.config import StreamConfig
 from cityeye.vision.config import ModelConfig
+from cityeye.web.config import WebConfig
 from cityeye.zones.config import ParkingConfig, TrafficConfig
 
 __all__ = [
@@ -73,6 +74,7 @@ class SiteConfig(_Strict):
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras this edge worker runs.")
     edge: EdgeConfig = Field(default_factory=EdgeConfig, description="Edge worker: detector sharing, metrics.")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Central API.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Operator and driver web pages.")
     health_interval_s: float = Field(default=10.0, gt=0, description="Seconds between health messages.")
 
     @model_validator(mode="after")

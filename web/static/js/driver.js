@@ -1,0 +1,238 @@
+// Driver page: free parking near a point, nearest first, with how old each figure is.
+//
+// The API answers per zone (a marked bay, or an area with a capacity); a driver thinks in lots,
+// so zones of one lot are summed into one entry placed at its nearest free zone. All zones in
+// the radius are asked for (min_free=0) so that a lot's total counts its occupied bays too.
+
+/* global L */
+
+import { ApiError, PATHS, fetchConfig, getJson, parseTime } from "./api.js";
+import { h, setStatus, startPage } from "./common.js";
+import { formatAgo, formatDistance, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
+import { createMap, meIcon, numberedIcon } from "./mapview.js";
+
+const MAX_ZONES = 200; // the API's limit per request
+const SHOWN = 20;
+
+const state = { point: null, results: [], cachedAt: null, timer: null, abort: null, error: null, searched: false };
+let cfg, map, meMarker, resultLayer;
+const els = {};
+
+async function main() {
+  startPage();
+  for (const id of ["locate", "radius", "vehicle", "coords", "lat", "lon", "status", "results", "offline", "map"]) {
+    els[id] = document.getElementById(id);
+  }
+  try {
+    cfg = await fetchConfig();
+  } catch (err) {
+    setStatus(els.status, t("error.load", { what: "config", msg: message(err) }), { error: true });
+    return;
+  }
+  map = createMap(els.map, cfg, { label: t("driver.map") });
+  resultLayer = L.layerGroup().addTo(map);
+  map.on("click", (e) => setPoint(e.latlng.lat, e.latlng.lng));
+
+  els.locate.addEventListener("click", locate);
+  els.radius.addEventListener("change", () => search());
+  els.vehicle.addEventListener("change", () => search());
+  els.coords.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const lat = Number(els.lat.value.replace(",", "."));
+    const lon = Number(els.lon.value.replace(",", "."));
+    if (!els.lat.value || !els.lon.value || !(Math.abs(lat) <= 90) || !(Math.abs(lon) <= 180)) {
+      setStatus(els.status, t("driver.bad_coords"), { error: true });
+      els.lat.focus();
+      return;
+    }
+    setPoint(lat, lon);
+  });
+  onLangChange(render);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && state.point) search();
+  });
+
+  const q = new URLSearchParams(location.search);
+  const lat = Number(q.get("lat")), lon = Number(q.get("lon"));
+  if (q.has("radius_m") && [...els.radius.options].some((o) => o.value === q.get("radius_m"))) {
+    els.radius.value = q.get("radius_m");
+  }
+  if (q.has("lat") && q.has("lon") && Math.abs(lat) <= 90 && Math.abs(lon) <= 180) {
+    setPoint(lat, lon);
+  } else {
+    await initialView();
+    setStatus(els.status, t("driver.choose"));
+  }
+}
+
+/** Before the driver says where: the configured centre, else the zones the city has. */
+async function initialView() {
+  if (cfg.center) {
+    map.setView(cfg.center, cfg.zoom);
+    return;
+  }
+  try {
+    const fc = await getJson(PATHS.zonesGeojson);
+    const layer = L.geoJSON(fc);
+    if (layer.getLayers().length) {
+      map.fitBounds(layer.getBounds(), { maxZoom: cfg.zoom, padding: [20, 20] });
+      return;
+    }
+  } catch { /* fall through to the world view */ }
+  map.setView([16, 107], 5);
+}
+
+function locate() {
+  if (!("geolocation" in navigator)) {
+    setStatus(els.status, t("driver.geo.unsupported"), { error: true });
+    return;
+  }
+  setStatus(els.status, t("driver.locating"));
+  els.locate.disabled = true;
+  navigator.geolocation.getCurrentPosition(
+    (pos) => {
+      els.locate.disabled = false;
+      setPoint(pos.coords.latitude, pos.coords.longitude);
+    },
+    (err) => {
+      els.locate.disabled = false;
+      const key = err.code === err.PERMISSION_DENIED ? "driver.geo.denied" : "driver.geo.unavailable";
+      setStatus(els.status, t(key), { error: true });
+    },
+    { enableHighAccuracy: true, timeout: 15_000, maximumAge: 60_000 },
+  );
+}
+
+function setPoint(lat, lon) {
+  state.point = { lat, lon };
+  els.lat.value = lat.toFixed(6);
+  els.lon.value = lon.toFixed(6);
+  if (!meMarker) {
+    meMarker = L.marker([lat, lon], { icon: meIcon(), keyboard: false, zIndexOffset: 1000, title: t("driver.here") }).addTo(map);
+  } else {
+    meMarker.setLatLng([lat, lon]);
+  }
+  const q = new URLSearchParams(location.search);
+  q.set("lat", lat.toFixed(6));
+  q.set("lon", lon.toFixed(6));
+  history.replaceState(null, "", `${location.pathname}?${q}`);
+  search({ fit: true });
+}
+
+async function search({ fit = false } = {}) {
+  if (!state.point) return;
+  clearTimeout(state.timer);
+  state.abort?.abort();
+  const abort = (state.abort = new AbortController());
+  const params = {
+    lat: state.point.lat.toFixed(6),
+    lon: state.point.lon.toFixed(6),
+    radius_m: els.radius.value,
+    min_free: 0,
+    limit: MAX_ZONES,
+    vehicle: els.vehicle.value || undefined,
+  };
+  try {
+    const body = await getJson(PATHS.nearby, params, { signal: abort.signal });
+    state.results = groupByLot(body.results);
+    state.cachedAt = body.cachedAt ?? null;
+    state.error = null;
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    state.error = err;
+  } finally {
+    if (state.abort === abort) {
+      state.timer = setTimeout(() => search(), cfg.refresh_s * 1000);
+    }
+  }
+  state.searched = true;
+  render();
+  if (fit) fitToResults();
+}
+
+/** Zones of one lot become one entry; zones without a lot stay single. */
+export function groupByLot(zones) {
+  const groups = new Map();
+  for (const z of zones) {
+    if (z.lat == null || z.lon == null) continue;
+    const key = z.lot ? `${z.site}\u0000${z.lot}` : `zone\u0000${z.id}`;
+    let g = groups.get(key);
+    if (!g) {
+      g = { key, lot: z.lot, name: z.lot || z.name || z.zone_id, zones: [], free: 0, total: 0, distance: Infinity, lat: null, lon: null, updated: null, stale: false };
+      groups.set(key, g);
+    }
+    g.zones.push(z);
+    g.free += z.free;
+    g.total += z.total;
+    g.stale ||= z.stale;
+    const updated = parseTime(z.updated_at);
+    if (updated && (!g.updated || updated < g.updated)) g.updated = updated; // the oldest figure in the sum
+    if (z.free > 0 && z.distance_m < g.distance) {
+      g.distance = z.distance_m;
+      g.lat = z.lat;
+      g.lon = z.lon;
+    }
+  }
+  return [...groups.values()].filter((g) => g.free > 0).sort((a, b) => a.distance - b.distance);
+}
+
+function render() {
+  const shown = state.results.slice(0, SHOWN);
+  els.offline.hidden = !state.cachedAt;
+  if (state.cachedAt) els.offline.textContent = t("offline.cached", { time: formatTime(state.cachedAt) });
+  if (state.error) {
+    const msg = message(state.error);
+    setStatus(els.status, t("error.load", { what: t("driver.results").toLowerCase(), msg }), { error: true });
+  } else if (!state.point) {
+    setStatus(els.status, t("driver.choose"));
+  } else if (state.searched && !shown.length) {
+    setStatus(els.status, t("driver.none", { r: formatDistance(Number(els.radius.value)) }));
+  } else if (state.searched) {
+    const where = `${formatNumber(state.point.lat, { maximumFractionDigits: 4 })}, ${formatNumber(state.point.lon, { maximumFractionDigits: 4 })}`;
+    setStatus(els.status, t("driver.found", { n: shown.length, where }));
+  }
+  if (state.error && state.results.length) return; // keep the last good list on screen
+  els.results.replaceChildren(...shown.map((g, i) => resultItem(g, i + 1)));
+  resultLayer.clearLayers();
+  shown.forEach((g, i) => {
+    const m = L.marker([g.lat, g.lon], { icon: numberedIcon(i + 1, g.stale), title: `${i + 1}. ${g.name}`, alt: g.name });
+    m.bindTooltip(`${i + 1}. ${g.name}: ${t("driver.free", { free: formatNumber(g.free) })}`);
+    m.on("click", () => document.getElementById(`result-${i + 1}`)?.focus());
+    resultLayer.addLayer(m);
+  });
+}
+
+function resultItem(g, n) {
+  const ago = g.updated ? formatAgo(g.updated) : "?";
+  const fresh = g.stale
+    ? h("span", { class: "warn" }, t("freshness.stale", { ago }))
+    : h("span", {}, t("freshness.ago", { ago }));
+  return h(
+    "li",
+    { id: `result-${n}`, tabindex: "-1", class: g.stale ? "stale" : null, dataset: { lot: g.lot ?? "", zones: String(g.zones.length) } },
+    h("div", { class: "name" }, g.name),
+    h("div", { class: "free" }, t("driver.free", { free: formatNumber(g.free) }), " ", h("span", { class: "muted small" }, t("driver.of", { total: formatNumber(g.total) }))),
+    h("div", { class: "meta" }, t("driver.away", { d: formatDistance(g.distance) }), " · ", fresh,
+      g.updated ? h("time", { datetime: g.updated.toISOString(), class: "visually-hidden" }, formatTime(g.updated)) : null),
+    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => showOnMap(g, n) }, t("driver.show"), h("span", { class: "visually-hidden" }, `: ${g.name}`))),
+  );
+}
+
+function showOnMap(g, n) {
+  map.setView([g.lat, g.lon], Math.max(map.getZoom(), 17));
+  resultLayer.getLayers()[n - 1]?.openTooltip();
+  els.map.scrollIntoView({ behavior: "smooth", block: "nearest" });
+}
+
+function fitToResults() {
+  const pts = [[state.point.lat, state.point.lon], ...state.results.slice(0, SHOWN).map((g) => [g.lat, g.lon])];
+  if (pts.length === 1) map.setView(pts[0], cfg.zoom);
+  else map.fitBounds(L.latLngBounds(pts), { padding: [30, 30], maxZoom: 18 });
+}
+
+function message(err) {
+  if (err instanceof ApiError && err.offline) return t("error.network");
+  return err.message || String(err);
+}
+
+main();
