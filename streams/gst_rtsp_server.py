@@ -14,21 +14,25 @@ pipeline (how a camera with many viewers behaves, and the only way to serve hund
 from a small box). ``--user USER:PASSWORD`` requires HTTP Basic authentication on every mount.
 The server prints ``READY <port>`` on stdout once it listens.
 
-Only the standard library and ``gi`` are imported here: this file runs outside the project.
+Only the standard library (and ``gi``, inside :func:`main`) is imported here, so the project's
+Python can import :class:`RtspServer`, which starts this script as a child process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
+import select
 import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
-import gi  # type: ignore[import-not-found, unused-ignore]
-
-gi.require_version("Gst", "1.0")
-gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+SYSTEM_PYTHON = os.environ.get("CITYEYE_GST_PYTHON", "/usr/bin/python3")
+"""The interpreter with GStreamer's bindings (python3-gi); override for other systems."""
 
 TEST_SPEC = re.compile(r"^test(?::(?P<w>\d+)x(?P<h>\d+)@(?P<fps>\d+))?(?::gop=(?P<gop>\d+))?$")
 
@@ -58,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", action="store_true", help="one pipeline per mount for all clients")
     parser.add_argument("--user", help="USER:PASSWORD required by every mount (HTTP Basic)")
     args = parser.parse_args(argv)
+
+    import gi  # type: ignore[import-not-found, unused-ignore]  # only under the system Python
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import GLib, Gst, GstRtspServer  # type: ignore[import-not-found, unused-ignore]
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -93,6 +103,106 @@ def main(argv: list[str] | None = None) -> int:
     print(f"READY {args.port}", flush=True)
     loop.run()
     return 0
+
+
+class RtspServer:
+    """This script as a child process, for tests and benchmarks run by the project's Python."""
+
+    def __init__(
+        self,
+        port: int,
+        mounts: dict[str, str],
+        user: str | None = None,
+        shared: bool = False,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.port = port
+        self.host = host
+        self.mounts = dict(mounts)
+        self.user = user
+        self.shared = shared
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> str | None:
+        """None when the server can run here, else why not (for a test's skip reason)."""
+        if not Path(SYSTEM_PYTHON).exists():
+            return f"{SYSTEM_PYTHON} not found (set CITYEYE_GST_PYTHON to a Python with python3-gi)"
+        probe = subprocess.run(
+            [
+                SYSTEM_PYTHON,
+                "-c",
+                "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                "from gi.repository import GstRtspServer",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode != 0:
+            return (
+                "GStreamer's RTSP server is not installed (apt-get install python3-gi "
+                "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,good,bad,ugly}; .ci/run does this)"
+            )
+        return None
+
+    def url(self, mount: str, credentials: str | None = None) -> str:
+        auth = f"{credentials}@" if credentials else ""
+        return f"rtsp://{auth}{self.host}:{self.port}/{mount}"
+
+    def start(self, timeout_s: float = 15.0) -> RtspServer:
+        cmd = [SYSTEM_PYTHON, __file__, "--host", self.host, "--port", str(self.port)]
+        for name, spec in self.mounts.items():
+            cmd += ["--mount", f"{name}={spec}"]
+        if self.user:
+            cmd += ["--user", self.user]
+        if self.shared:
+            cmd.append("--shared")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if ready:
+                line = self.proc.stdout.readline()
+                if line.startswith(b"READY"):
+                    return self
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"RTSP server exited with {self.proc.returncode}: {err.strip()}")
+        self.kill()
+        raise TimeoutError(f"RTSP server not ready on port {self.port} after {timeout_s} s")
+
+    def kill(self) -> None:
+        """SIGKILL, like a camera losing power: no goodbye on the connection."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the connection stays open and goes silent, like a network outage."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> RtspServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 if __name__ == "__main__":

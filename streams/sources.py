@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -55,6 +55,7 @@ ErrorKind = Literal[
     "timeout",
     "stalled",
     "ended",
+    "protocol",
     "corrupt",
     "unsupported",
     "other",
@@ -240,36 +241,53 @@ class ImageFolderSource(_Stoppable):
 class StreamClock:
     """Maps stream time (seconds of presentation time) onto wall-clock time.
 
-    Anchored on the first frame: for live streams at its arrival, for files when they were opened.
-    A live stream's clock is re-anchored when the mapping drifts from the arrival time by more
-    than ``max_drift_s`` (the camera restarted its timestamps, they wrapped, or its clock runs
-    fast), so timestamps stay close to when the scene was seen.
+    Files: anchored when opened (their first frame is "now"), then stream time runs on.
+    Live streams: wall = stream time + the smallest offset (arrival - stream time) seen so far.
+    The least-delayed packet is the best estimate of when the camera sent it: packets buffered
+    while FFmpeg probed the stream, or held up by the network, arrive late and would otherwise
+    stamp every later frame late (or, anchored on them, in the future). When arrivals run later
+    than the mapping by more than ``max_drift_s`` for good (the camera restarted its timestamps,
+    or its clock is slow) the offset is re-anchored.
     """
 
     def __init__(self, live: bool, max_drift_s: float = 5.0) -> None:
         self.live = live
         self.max_drift_s = max_drift_s
         self.resets = 0
-        self._anchor: tuple[float, float, datetime] | None = None  # stream s, monotonic s, wall
+        self._offset: float | None = None  # wall seconds (epoch) - stream seconds, live streams
+        self._anchor: tuple[float, float, float] | None = None  # stream s, monotonic s, epoch s (files)
 
     def reset(self) -> None:
+        self._offset = None
         self._anchor = None
 
-    def _set(self, t: float) -> tuple[float, float, datetime]:
-        self._anchor = (t, time.monotonic(), datetime.now(UTC))
+    def observe(self, t: float) -> None:
+        """A packet of stream time ``t`` arrived now (live streams)."""
+        offset = time.time() - t
+        if self._offset is None or offset < self._offset:
+            self._offset = offset
+        elif offset - self._offset > self.max_drift_s:
+            self._offset = offset
+            self.resets += 1
+
+    def _file_anchor(self, t: float) -> tuple[float, float, float]:
+        if self._anchor is None:
+            self._anchor = (t, time.monotonic(), time.time())
         return self._anchor
 
     def due_mono(self, t: float) -> float:
         """Monotonic time at which stream time ``t`` should be shown (files played in real time)."""
-        t0, mono0, _ = self._anchor or self._set(t)
+        t0, mono0, _ = self._file_anchor(t)
         return mono0 + (t - t0)
 
     def wall(self, t: float) -> datetime:
-        t0, mono0, wall0 = self._anchor or self._set(t)
-        if self.live and abs((t - t0) - (time.monotonic() - mono0)) > self.max_drift_s:
-            self.resets += 1
-            t0, mono0, wall0 = self._set(t)
-        return wall0 + timedelta(seconds=t - t0)
+        if self.live:
+            if self._offset is None:
+                self.observe(t)
+            assert self._offset is not None
+            return datetime.fromtimestamp(t + self._offset, UTC)
+        t0, _, epoch0 = self._file_anchor(t)
+        return datetime.fromtimestamp(epoch0 + (t - t0), UTC)
 
 
 def _classify(exc: BaseException, live: bool, opening: bool) -> tuple[ErrorKind, str]:
@@ -292,7 +310,10 @@ def _classify(exc: BaseException, live: bool, opening: bool) -> tuple[ErrorKind,
         return "ended", "the camera closed the connection"
     if isinstance(exc, av.error.InvalidDataError):
         if live:
-            return "corrupt", "the camera sent data FFmpeg cannot parse: check the URL scheme, path, format"
+            return "protocol", (
+                "the server closed the connection or sent no valid answer: check that host and port are the "
+                "camera's streaming port and that the URL scheme matches"
+            )
         return "corrupt", "the file is damaged, truncated or not a video"
     unsupported = av.error.DecoderNotFoundError | av.error.PatchWelcomeError | av.error.DemuxerNotFoundError
     if isinstance(exc, unsupported):
@@ -367,8 +388,11 @@ class AVSource(_Stoppable):
                 text = text.replace(secret, "***")
         return text
 
-    def _error(self, exc: BaseException, opening: bool) -> SourceError:
+    def _error(self, exc: BaseException, opening: bool, elapsed_s: float = 0.0) -> SourceError:
         kind, hint = _classify(exc, self.live, opening)
+        if opening and self.live and kind in ("protocol", "other") and elapsed_s >= 0.95 * self.timeouts[0]:
+            # FFmpeg reports an interrupted RTSP handshake as invalid data; the clock says what it was.
+            kind, hint = _classify(TimeoutError(), self.live, opening)
         verb = "cannot open" if opening else "reading"
         what = self._scrub(exc)
         if opening and kind == "timeout":
@@ -380,6 +404,10 @@ class AVSource(_Stoppable):
 
     def _options(self) -> dict[str, str]:
         options: dict[str, str] = {}
+        if self.live:
+            # FFmpeg probes 5 s of a stream by default before the first frame; 1 s finds a camera's
+            # video parameters and makes (re)connecting that much faster.
+            options["analyzeduration"] = "1000000"
         if self.url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.transport
             # FFmpeg's own socket timeout (microseconds) as a second line behind PyAV's interrupt.
@@ -389,12 +417,13 @@ class AVSource(_Stoppable):
 
     def open(self) -> None:
         self._close_container()
+        t0 = time.monotonic()
         try:
             container = av.open(
                 self.url, mode="r", format=self.format, options=self._options(), timeout=self.timeouts
             )
         except (av.error.FFmpegError, OSError) as exc:
-            raise self._error(exc, opening=True) from None
+            raise self._error(exc, opening=True, elapsed_s=time.monotonic() - t0) from None
         if not container.streams.video:
             container.close()
             raise SourceError(
@@ -540,6 +569,8 @@ class AVSource(_Stoppable):
                     self.clock.reset()
                     stats.clock_resets += 1
                 last_t = t
+                if self.live:
+                    self.clock.observe(t)
                 if first_t is None:
                     first_t = t
 
