@@ -113,6 +113,9 @@ class FrameSource(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def closed(self) -> bool: ...
+
 
 def redact(url: str) -> str:
     """Drop user:password from a URL so it can be logged."""
@@ -513,6 +516,7 @@ class AVSource(_Stoppable):
         time_base = stream.time_base
         fallback_step = 1.0 / float(stream.average_rate or stream.guessed_rate or 25)
         self._bad_run = 0
+        session_packets = 0
         next_due: float | None = None  # stream time of the next wanted frame (grid of interval_s)
         last_t: float | None = None
         last_key_t: float | None = None
@@ -554,6 +558,7 @@ class AVSource(_Stoppable):
                     continue
                 stats = self.stats
                 stats.packets += 1
+                session_packets += 1
                 stats.bytes += packet.size
                 stats.last_packet_mono = time.monotonic()
                 if packet.pts is not None and time_base is not None:
@@ -629,9 +634,20 @@ class AVSource(_Stoppable):
             if self.closed:
                 return
             raise self._error(exc, opening=False) from None
-        if self.live and not self.closed:
+        if self.closed:
+            return
+        if self.live:
             raise SourceError(
                 f"reading {self.name}: the stream ended (the camera or server closed it)", "ended"
+            )
+        declared = stream.frames
+        if declared > 1 and session_packets < declared - 1:
+            # The index promised more: the file was cut short (copy interrupted, disk full).
+            raise SourceError(
+                f"reading {self.name}: the file ends after {session_packets} of its {declared} frames "
+                f"({last_t or 0.0:.1f} s): it is truncated or damaged",
+                "corrupt",
+                permanent=True,
             )
 
 

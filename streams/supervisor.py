@@ -169,7 +169,9 @@ class StreamSupervisor:
                     break
                 self._failed(exc, quiet=str(exc) == failed_same)
                 failed_same = str(exc)
-                if exc.permanent or not self._wait(self.backoff.next_delay()):
+                if exc.permanent:
+                    return  # stays in error: retrying a missing or damaged file cannot help
+                if not self._wait(self.backoff.next_delay()):
                     break
                 continue
             failed_same = None
@@ -188,7 +190,7 @@ class StreamSupervisor:
                 self.error, self.error_kind = str(exc), exc.kind
                 if exc.permanent:
                     self._set(StreamState.ERROR, str(exc), exc.kind)
-                    break
+                    return
                 delay = self.backoff.next_delay()
                 if exc.kind == "stalled":
                     self._set(StreamState.STALLED, str(exc), exc.kind)
@@ -200,9 +202,9 @@ class StreamSupervisor:
                 if not self._wait(delay):
                     break
                 continue
-            if self._stop.is_set():
+            if self._stop.is_set() or self.source.closed:
                 break
-            if self.source.live:  # a frames() that returns on a live source was closed
+            if self.source.live:  # a live source's frames() only returns when it was closed
                 break
             if self.source.loop:
                 self.backoff.reset()
