@@ -23,9 +23,11 @@ Why each guard exists (what goes wrong without it, measured on the shared inters
   track crossing back within ``cooldown_s`` is jitter or a U-turn in a queue, not a new vehicle.
 * **Id switches.** When the tracker loses a vehicle just after it crossed and re-finds it as a
   new id behind the line, the new id crosses again. A crossing is suppressed when, within
-  ``cooldown_s``, a track that is no longer being tracked was counted on the same line and in
-  the same direction close by (within one box size): the same vehicle under a new id. Two
-  vehicles side by side are both still tracked, so both count.
+  ``cooldown_s``, the same line was crossed in the same direction by a track that vanished
+  before this one was born, close by (within one box size): the same vehicle under a new id.
+  Also when the earlier track is still alive and its box overlaps this one (IoU >= 0.5): two
+  ids on one vehicle. The next car of a queue crossing at the same place was tracked while
+  the first was, so it still counts.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import shapely
 
 from cityeye.vision.detections import Detections
 from cityeye.vision.nms import nms
-from cityeye.vision.tracker import ByteTracker, ByteTrackParams, Tracks
+from cityeye.vision.tracker import ByteTracker, ByteTrackParams, Tracks, iou_matrix
 from cityeye.zones.calibration import Calibration
 from cityeye.zones.config import TrafficConfig
 from cityeye.zones.lines import LEFT, CountingLine
@@ -181,6 +183,7 @@ class _TrackMemory:
     lines: dict[str, _LineState] = field(default_factory=dict)
     areas: dict[str, bool] = field(default_factory=dict)
     ground: deque[tuple[float, float, float]] = field(default_factory=deque)
+    first_seen_s: float = 0.0
     last_seen_s: float = 0.0
     box_size: float = 0.0
     hits: int = 0
@@ -195,6 +198,8 @@ class _Recent:
     t_s: float
     point: tuple[float, float]
     size: float
+    last_seen_s: float
+    """When its track was last seen (kept up to date while the track lives)."""
 
 
 class TrafficCounter:
@@ -222,6 +227,7 @@ class TrafficCounter:
         self.calibration = calibration
         self._tracks: dict[int, _TrackMemory] = {}
         self._seen: set[int] = set()
+        self._boxes: dict[int, F64] = {}
         self._recent: dict[str, deque[_Recent]] = {ln.id: deque() for ln in lines}
         self.suppressed = {"id_switch": 0, "unconfirmed": 0, "cooldown": 0, "repeat": 0}
         """Crossings refused by each guard, for health figures and tests."""
@@ -238,11 +244,14 @@ class TrafficCounter:
         pts = anchor_points(tracks.xyxy, self.p.anchor)
         ids = tracks.track_id.tolist()
         self._seen = set(ids)
+        self._boxes = dict(zip(ids, tracks.xyxy.astype(np.float64), strict=True))
         heights = (tracks.xyxy[:, 3] - tracks.xyxy[:, 1]).astype(np.float64)
         at_edge = self._at_edge(tracks.xyxy, image_wh)
         speeds = self._speeds(tracks, ids, t_s)
         for i, (tid, h) in enumerate(zip(ids, heights.tolist(), strict=True)):
-            mem = self._tracks.setdefault(tid, _TrackMemory())
+            mem = self._tracks.get(tid)
+            if mem is None:
+                mem = self._tracks[tid] = _TrackMemory(first_seen_s=t_s)
             mem.last_seen_s = t_s
             mem.box_size = h
             mem.hits = int(tracks.hits[i])
@@ -338,19 +347,25 @@ class TrafficCounter:
             self.suppressed["cooldown"] += 1
             return None
         recent = self._recent[line.id]
+        mem = self._tracks.get(tid)
+        born = mem.first_seen_s if mem is not None else pend.t_s
+        box = self._boxes.get(tid)
         for r in recent:
-            if (
-                r.track_id != tid
-                and r.track_id not in self._seen
-                and r.side_from == pend.side_from
-                and pend.t_s - r.t_s <= self.p.cooldown_s
-                and math.dist(r.point, pend.point) <= max(r.size, size)
-            ):
+            if r.track_id == tid or r.side_from != pend.side_from or pend.t_s - r.t_s > self.p.cooldown_s:
+                continue
+            if r.track_id in self._seen:
+                other = self._boxes[r.track_id]
+                # Two live tracks on one vehicle (a re-found old id next to its successor).
+                same = box is not None and float(iou_matrix(box[None], other[None])[0, 0]) >= 0.5
+            else:
+                # The counted track vanished and this one was born after it, where it crossed.
+                same = born >= r.last_seen_s - 0.1 and math.dist(r.point, pend.point) <= max(r.size, size)
+            if same:
                 self.suppressed["id_switch"] += 1
                 return None
         st.counted.add(pend.side_from)
         st.last_count_s = pend.t_s
-        recent.append(_Recent(tid, pend.side_from, pend.t_s, pend.point, size))
+        recent.append(_Recent(tid, pend.side_from, pend.t_s, pend.point, size, pend.t_s))
         if label not in COUNTED_CLASSES:
             return None
         return Crossing(
@@ -403,7 +418,7 @@ class TrafficCounter:
         metres = self.calibration.lonlat_to_metres(self.calibration.pixel_to_lonlat(ground))
         out: list[float | None] = []
         for tid, (x, y) in zip(ids, metres.tolist(), strict=True):
-            hist = self._tracks.setdefault(tid, _TrackMemory()).ground
+            hist = self._tracks.setdefault(tid, _TrackMemory(first_seen_s=t_s)).ground
             hist.append((t_s, x, y))
             while hist and t_s - hist[0][0] > self.p.speed_window_s:
                 hist.popleft()
@@ -420,6 +435,9 @@ class TrafficCounter:
         for recent in self._recent.values():
             while recent and t_s - recent[0].t_s > self.p.cooldown_s:
                 recent.popleft()
+            for r in recent:
+                if r.track_id in self._seen:
+                    r.last_seen_s = t_s
         return out
 
     def _finish_track(self, tid: int) -> list[Crossing]:
