@@ -95,4 +95,6 @@ class DetectOnlyAnalyser:
 def make_analyser(cam: CameraConfig, ctx: EventContext) -> Analyser:
     if cam.mode == "parking":
         return ParkingAnalyser(cam, ctx)
-    return DetectOnlyAnalyser(cam, ctx)
+    from cityeye.edge.traffic import TrafficAnalyser  # imports this module
+
+    return TrafficAnalyser(cam, ctx)

@@ -103,6 +103,14 @@ def run_import_ultralytics(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_import_labelme(args: argparse.Namespace) -> int:
+    from cityeye.zones.importers import import_labelme
+
+    doc = import_labelme(args.json_file)
+    _write(doc, args.out, _checked(doc, args.json_file))
+    return 0
+
+
 def _round_lonlat(doc: dict[str, Any]) -> dict[str, Any]:
     for feat in doc["features"]:
         geom = feat["geometry"]
@@ -176,6 +184,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     iu.add_argument("--scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("SX", "SY"),
                     help="multiply x and y, for a frame size other than the one the boxes were drawn on")
     iu.set_defaults(func=run_import_ultralytics)
+    il = zsub.add_parser("import-labelme", help="labelme JSON line shapes -> pixel counting lines")
+    il.add_argument("json_file", metavar="FILE.json")
+    il.add_argument("--out", help="output GeoJSON (default: stdout)")
+    il.set_defaults(func=run_import_labelme)
     g = zsub.add_parser("georef", help="pixel zones -> WGS84 zones through a calibration")
     g.add_argument("zones", metavar="ZONES.geojson")
     g.add_argument("--calibration", required=True, help="calibration JSON of the camera")

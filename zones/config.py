@@ -37,6 +37,10 @@ class TrafficConfig(BaseModel):
     publish_delay_s: float = Field(
         default=2.0, ge=0, description="Seconds after a bin ends before it is published (late crossings)."
     )
+    provisional_s: float = Field(
+        default=15.0, ge=0, description="Seconds between provisional publications of the running bin "
+        "(each replaces the last at the centre; 0 = publish a bin only once it has ended).",
+    )
     min_hits: int = Field(default=3, ge=1, description="Detections a track needs before it is counted.")
     min_displacement_px: float = Field(
         default=4.0, ge=0, description="Pixels beyond the line the anchor must reach to confirm a crossing.",

@@ -485,6 +485,7 @@ class _Bin:
     speeds: dict[str, dict[str, list[float]]]
     dirty: bool = True
     published: bool = False
+    published_at_s: float = -math.inf
 
 
 class TimeBins:
@@ -497,13 +498,19 @@ class TimeBins:
     """
 
     def __init__(
-        self, zones: dict[str, tuple[str, ...]], bin_s: int = 60, delay_s: float = 2.0, keep_s: float = 300.0
+        self,
+        zones: dict[str, tuple[str, ...]],
+        bin_s: int = 60,
+        delay_s: float = 2.0,
+        keep_s: float = 300.0,
+        provisional_s: float = 0.0,
     ) -> None:
         if bin_s <= 0:
             raise ValueError("bin_s must be positive")
         self.zones = zones
         self.bin_s = bin_s
         self.delay_s = delay_s
+        self.provisional_s = provisional_s
         self.keep_s = max(keep_s, bin_s + delay_s)
         self._bins: dict[int, _Bin] = {}
 
@@ -529,13 +536,18 @@ class TimeBins:
         b.dirty = True
 
     def due(self, now_s: float, flush: bool = False) -> list[tuple[int, _Bin]]:
-        """Bins to publish now (ended ``delay_s`` ago, and new or changed); all changed ones with flush."""
+        """Bins to publish now: ended ``delay_s`` ago and new or changed; the running bin too every
+        ``provisional_s`` when it changed (so a worker killed mid-minute loses at most that much);
+        every changed bin with ``flush``."""
         out = []
         for start in sorted(self._bins):
             b = self._bins[start]
-            if b.dirty and (flush or now_s >= start + self.bin_s + self.delay_s):
+            ended = now_s >= start + self.bin_s + self.delay_s
+            provisional = self.provisional_s > 0 and now_s - b.published_at_s >= self.provisional_s
+            if b.dirty and (flush or ended or provisional):
                 b.dirty = False
                 b.published = True
+                b.published_at_s = now_s
                 out.append((start, b))
         for start in [s for s in self._bins if now_s - (s + self.bin_s) > self.keep_s]:
             del self._bins[start]

@@ -165,3 +165,69 @@ def import_ultralytics(json_path: str | Path, scale: tuple[float, float] = (1, 1
     if not features:
         raise ZoneError(f"{p}: the list is empty; nothing to import")
     return _collection(features, {"format": "ultralytics", "file": p.name, "scale": [sx, sy]})
+
+_LABELME_LINES = frozenset({"line", "linestrip"})
+
+
+def import_labelme(json_path: str | Path) -> FeatureCollection:
+    """labelme annotation JSON -> pixel ``line`` zones, one per ``line``/``linestrip`` shape.
+
+    Counting setups are often drawn in labelme on a frame of the camera. The zone id and name
+    are the shape's label (``label-2``, ``label-3``... when a label repeats); the directions are
+    then ``left``/``right`` as seen from the first point to the last (add
+    ``properties.directions`` to name them). Other shapes (polygons, points) are skipped and
+    listed in ``cityeye:source.skipped``, so nothing disappears silently.
+    """
+    p = Path(json_path)
+    if not p.exists() or p.is_dir():
+        raise ZoneError(f"labelme file {p} not found")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ZoneError(f"{p}: not valid JSON: {exc}") from None
+    shapes = data.get("shapes") if isinstance(data, dict) else None
+    if not isinstance(shapes, list):
+        raise ZoneError(f'{p}: not a labelme file (expected an object with "shapes": [...])')
+    features: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    used: dict[str, int] = {}
+    for i, shape in enumerate(shapes):
+        if not isinstance(shape, dict):
+            raise ZoneError(f"{p}: shape #{i} is not an object")
+        kind = shape.get("shape_type", "polygon")
+        label = str(shape.get("label") or "").strip()
+        where = f"{p}: shape #{i} ({label or 'no label'!r}): "
+        if kind not in _LABELME_LINES:
+            skipped.append(f"#{i} {label or '?'} ({kind})")
+            continue
+        if not label:
+            raise ZoneError(f"{where}has no label; label every counting line (it becomes the zone id)")
+        try:
+            arr = np.asarray(shape.get("points"), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ZoneError(f"{where}\"points\" is not a list of [x, y] numbers") from None
+        if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
+            raise ZoneError(f"{where}\"points\" must be [x, y] pairs")
+        if len(np.unique(arr, axis=0)) < 2:
+            raise ZoneError(f"{where}a line needs 2 distinct points")
+        used[label] = used.get(label, 0) + 1
+        zid = label if used[label] == 1 else f"{label}-{used[label]}"
+        features.append({
+            "type": "Feature",
+            "id": zid,
+            "properties": {"kind": "line", "name": label, "source": "labelme"},
+            "geometry": {"type": "LineString", "coordinates": arr.tolist()},
+        })  # fmt: skip
+    if not features:
+        raise ZoneError(
+            f"{p}: no line shapes (shape_type \"line\" or \"linestrip\"); draw counting lines with "
+            "labelme's Create Line tool"
+        )
+    source = {
+        "format": "labelme",
+        "file": p.name,
+        "image": data.get("imagePath"),
+        "image_size": [data.get("imageWidth"), data.get("imageHeight")],
+        "skipped": skipped,
+    }
+    return _collection(features, source)
