@@ -90,3 +90,20 @@ def test_matches_greedy_reference_on_random_crowds(n: int) -> None:
     for thr in (0.3, 0.7):
         got = nms(boxes, scores, thr, cls, max_det=10_000).tolist()
         assert got == _greedy(boxes, scores, cls, thr)
+
+
+def test_ios_and_groups_for_tile_merging() -> None:
+    from cityeye.vision.nms import box_ios
+
+    whole, piece = (0, 0, 100, 50), (60, 0, 100, 50)  # a car and the part of it one tile saw
+    boxes = _boxes(whole, piece)
+    assert box_iou(boxes, boxes)[0, 1] == pytest.approx(0.4)
+    assert box_ios(boxes, boxes)[0, 1] == pytest.approx(1.0)
+    scores = np.array([0.6, 0.9], np.float32)
+    cls = np.zeros(2, np.int32)
+    assert nms(boxes, scores, 0.7, cls).tolist() == [1, 0]  # IoU keeps both
+    assert nms(boxes, scores, 0.6, cls, metric="ios").tolist() == [1]
+    same_pass = np.array([0, 0], np.int32)
+    assert nms(boxes, scores, 0.6, cls, metric="ios", group=same_pass).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="metric"):
+        nms(boxes, scores, 0.6, metric="giou")

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from cityeye.cli import UsageError
-from cityeye.config import ModelConfig
+from cityeye.vision.config import ModelConfig, TileConfig
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (.jpg, .png, ...)")
     p.add_argument("--model", help="ONNX model (default: $CITYEYE_MODEL, else the shipped yolov8n_dq.onnx)")
-    p.add_argument("--imgsz", type=int, help="square input size (default: the model's own)")
+    p.add_argument("--imgsz", help="input size N or HxW, e.g. 384x640 (default: the model's own)")
+    p.add_argument("--tile", action="store_true", help="tiled inference for small, far vehicles (slower)")
+    p.add_argument("--classes", nargs="+", metavar="LABEL", help="keep only these labels (e.g. car bus)")
     p.add_argument("--conf", type=float, default=0.25, help="minimum confidence (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="IoU threshold of class-aware NMS (default 0.7)")
     p.add_argument("--json", action="store_true", help="one JSON object per image and line on stdout")
@@ -64,9 +66,7 @@ def _table(image: str, width: int, height: int, det: Detections) -> str:
     lines = [f"{image}  {width}x{height}  {len(det)} detections"]
     for i in range(len(det)):
         x1, y1, x2, y2 = det.xyxy[i]
-        lines.append(
-            f"  {det.label(i):<14} {det.confidence[i]:.2f}  {x1:7.1f} {y1:7.1f} {x2:7.1f} {y2:7.1f}"
-        )
+        lines.append(f"  {det.label(i):<14} {det.confidence[i]:.2f}  {x1:7.1f} {y1:7.1f} {x2:7.1f} {y2:7.1f}")
     return "\n".join(lines)
 
 
@@ -91,7 +91,14 @@ def run_detect(args: argparse.Namespace) -> int:
     from cityeye.vision.detector import Detector
 
     try:
-        cfg = ModelConfig(path=args.model, imgsz=args.imgsz, confidence=args.conf, iou=args.iou)
+        cfg = ModelConfig(
+            path=args.model,
+            imgsz=args.imgsz,
+            confidence=args.conf,
+            iou=args.iou,
+            classes=args.classes,
+            tile=TileConfig() if args.tile else None,
+        )
     except ValidationError as exc:
         problems = "; ".join(f"--{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise UsageError(problems.replace("--confidence", "--conf").replace("--path", "--model")) from None

@@ -343,10 +343,13 @@ class Detector:
     def _detect_tiled(self, image_bgr: npt.NDArray[np.uint8]) -> Detections:
         """Full frame plus overlapping tiles, each at the model's resolution, merged into one set.
 
-        A tile box that touches a border shared with a neighbouring tile is dropped when it is
-        narrower than the overlap: that neighbour then sees the whole vehicle. The rest are merged
-        greedily, best score first, by intersection over the smaller box, so a piece of a vehicle
-        and the whole vehicle count once.
+        A tile box that touches a border shared with a neighbouring tile is a cut vehicle: when it
+        is narrower than the overlap the neighbour sees it whole, and when it is wider the vehicle is
+        large enough for the full-frame pass, so with that pass on every such box is dropped (without
+        it, only the narrow ones). The rest are merged greedily, best score first, by intersection
+        over the smaller box, so a piece of a vehicle and the whole vehicle count once; boxes of one
+        pass never suppress each other there (NMS already settled them, and a large box must not
+        swallow the cars it overlaps).
         """
         assert self.tile is not None
         if image_bgr.ndim != 3:
@@ -357,11 +360,17 @@ class Detector:
         if self.tile.full_frame and windows != [(0, 0, h, w)]:
             windows = [(0, 0, h, w), *windows]
         crops = [image_bgr[y0:y1, x0:x1] for (y0, x0, y1, x1) in windows]
-        boxes, scores, classes = [], [], []
+        boxes: list[npt.NDArray[np.float32]] = []
+        scores: list[npt.NDArray[np.float32]] = []
+        classes: list[npt.NDArray[np.int32]] = []
+        groups: list[npt.NDArray[np.int32]] = []
+        full = self.tile.full_frame
         for (y0, x0, y1, x1), (cand, geo) in zip(windows, self._run_crops(crops), strict=True):
             xyxy = geo.boxes_to_image(cand.xyxy)
             keep = np.ones(len(xyxy), dtype=np.bool_)
-            ov_x, ov_y = (x1 - x0) * self.tile.overlap, (y1 - y0) * self.tile.overlap
+            whole_frame = (y0, x0, y1, x1) == (0, 0, h, w)
+            big = np.inf if (full and not whole_frame) else 1.0
+            ov_x, ov_y = (x1 - x0) * self.tile.overlap * big, (y1 - y0) * self.tile.overlap * big
             bw, bh = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
             if x0 > 0:
                 keep &= ~((xyxy[:, 0] <= _EDGE_PX) & (bw < ov_x))
@@ -375,11 +384,20 @@ class Detector:
             boxes.append(xyxy[keep] + offset)
             scores.append(cand.score[keep])
             classes.append(cand.class_id[keep])
+            groups.append(np.full(int(keep.sum()), len(groups), dtype=np.int32))
         xyxy_all = np.concatenate(boxes).astype(np.float32, copy=False)
         score_all = np.concatenate(scores).astype(np.float32, copy=False)
         cls_all = np.concatenate(classes).astype(np.int32, copy=False)
         cls = None if self.agnostic_nms else cls_all
-        keep_idx = nms(xyxy_all, score_all, self.tile.merge_ios, cls, max_det=self.max_det, metric="ios")
+        keep_idx = nms(
+            xyxy_all,
+            score_all,
+            self.tile.merge_ios,
+            cls,
+            max_det=self.max_det,
+            metric="ios",
+            group=np.concatenate(groups),
+        )
         return Detections(xyxy_all[keep_idx], score_all[keep_idx], cls_all[keep_idx], self._names)
 
     def __repr__(self) -> str:

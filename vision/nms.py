@@ -72,6 +72,7 @@ def nms(
     max_det: int = MAX_DET,
     max_nms: int = MAX_NMS,
     metric: str = "iou",
+    group: npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.intp]:
     """Indices of the boxes kept, best score first, at most `max_det`.
 
@@ -81,7 +82,8 @@ def nms(
     With `class_id`, boxes only suppress boxes of their own class (as Ultralytics' class offset
     does, without the float32 precision loss of adding 7680 * class to the coordinates).
     Equal scores keep input order (stable sort). `metric="ios"` measures overlap as intersection
-    over the smaller box (for merging tiles) instead of IoU.
+    over the smaller box (for merging tiles) instead of IoU. With `group`, boxes only suppress
+    boxes of another group (passes that were each already NMS-ed, e.g. tiles).
     """
     if metric not in ("iou", "ios"):
         raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
@@ -91,6 +93,7 @@ def nms(
     order = np.argsort(-scores, kind="stable")[:max_nms]
     boxes = xyxy[order].astype(np.float32, copy=False)
     cls = class_id[order] if class_id is not None else None
+    grp = group[order] if group is not None else None
     n = len(order)
     kept: list[npt.NDArray[np.intp]] = []
     n_kept = 0
@@ -101,11 +104,15 @@ def nms(
             prev_cls = cls[prev] if cls is not None else None
             blk_cls = cls[idx] if cls is not None else None
             hit = _suppresses(overlap(boxes[prev], boxes[idx]), prev_cls, blk_cls, iou_threshold)
+            if grp is not None:
+                hit &= grp[prev][:, None] != grp[idx][None, :]
             idx = idx[~hit.any(axis=0)]
             if len(idx) == 0:
                 continue
         blk_cls = cls[idx] if cls is not None else None
         sup = _suppresses(overlap(boxes[idx], boxes[idx]), blk_cls, blk_cls, iou_threshold)
+        if grp is not None:
+            sup &= grp[idx][:, None] != grp[idx][None, :]
         sup = np.triu(sup, k=1)  # only higher-scored (earlier) boxes can suppress
         keep: npt.NDArray[np.bool_] = np.ones(len(idx), dtype=np.bool_)
         while True:

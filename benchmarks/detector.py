@@ -1,0 +1,335 @@
+"""Detector speed against the hardware ceiling and Ultralytics, plus accuracy of each configuration.
+
+One run, the same frames and thread settings for everything:
+
+- `ceiling`: bare `session.run` on tensors preprocessed once up front (nothing else can be faster
+  with that model file on this CPU);
+- `ours`: `Detector.detect_batch` from BGR arrays to boxes (letterbox, run, decode, NMS, mapping);
+- `ultralytics`: `YOLO(onnx).predict`, one image per call (its default), timed by
+  benchmarks/record_ultralytics.py in the separate ultralytics environment when
+  --ultralytics-python (or $CITYEYE_ULTRALYTICS_PYTHON) names its interpreter;
+
+for FP32 (`yolov8n_dq.onnx`), INT8 (`yolov8n_int8.onnx`) and optionally our own static INT8, at
+640x640 and 384x640 (16:9 frames), batch 1 and 4 (graphs made batch-dynamic / re-sized with
+cityeye.models.graph, checked against the original). Ours and the ceiling alternate frame by frame
+so load from other processes hits both alike. Accuracy per model and size: AP50 of vehicles on the
+9 labelled UA-DETRAC frames (ignored regions discarded), with and without tiling, and on PKLot
+PUCPR the labelled occupied bays that hold a detected vehicle at 640, 736x1280 and tiled.
+
+    python benchmarks/detector.py                       # prints one JSON document
+    python benchmarks/detector.py --ultralytics-python /tmp/ultra/bin/python --static-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import shapely
+
+from cityeye.models.graph import reshape_model
+from cityeye.models.registry import SessionSettings
+from cityeye.vision.config import TileConfig
+from cityeye.vision.detector import Detector
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DETRAC = SHARED / "data" / "traffic" / "detrac_MVI_20011"
+PUCPR = SHARED / "data" / "parking" / "pklot_pucpr"
+VEHICLES = ("car", "bus", "truck", "motorcycle", "bicycle")
+
+
+def _record_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "record_ultralytics", REPO / "benchmarks" / "record_ultralytics.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+REC = _record_module()
+
+
+def _frames(n: int) -> list[Path]:
+    """Traffic frames (16:9): the labelled DETRAC frames, then frames of the intersection video."""
+    return sorted((DETRAC / "images").glob("*.jpg"))[:n]
+
+
+class Timer:
+    """Ours (detect_batch) and the ceiling (bare session.run on ready tensors) for one configuration.
+
+    Each `round` times one pass over the frames, alternating ours and the ceiling chunk by chunk;
+    the caller runs rounds of all configurations in turn, so a burst of load from other processes
+    lands on every configuration rather than on whichever happened to run then.
+    """
+
+    def __init__(self, det: Detector, images: list[np.ndarray], batch: int) -> None:
+        self.det = det
+        self.name = det.session.get_inputs()[0].name
+        self.chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+        self.ready = [det.preprocess_batch(c)[0] for c in self.chunks]
+        self.ours: list[float] = []
+        self.ceiling: list[float] = []
+        for c, x in zip(self.chunks, self.ready, strict=True):  # warm-up: first runs allocate
+            det.detect_batch(c)
+            det.session.run(None, {self.name: x})
+
+    def round(self) -> None:
+        for c, x in zip(self.chunks, self.ready, strict=True):
+            t0 = time.perf_counter()
+            self.det.detect_batch(c)
+            t1 = time.perf_counter()
+            self.det.session.run(None, {self.name: x})
+            t2 = time.perf_counter()
+            self.ours.append((t1 - t0) / len(c))
+            self.ceiling.append((t2 - t1) / len(c))
+
+    def summary(self) -> dict[str, Any]:
+        o, c = statistics.median(self.ours), statistics.median(self.ceiling)
+        return {
+            "ours_ms_per_frame": round(o * 1000, 3),
+            "ceiling_ms_per_frame": round(c * 1000, 3),
+            "ours_fps": round(1 / o, 2),
+            "ceiling_fps": round(1 / c, 2),
+            "ours_over_ceiling": round(c / o, 4),
+            "samples": len(self.ours),
+        }
+
+
+def detrac_ap(det: Detector) -> float:
+    def predict(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = det.detect(img)
+        return d.xyxy, d.confidence, d.class_id
+
+    return round(float(REC.detrac_ap(REC._load_metrics(), SHARED, predict)["ap"]), 4)
+
+
+def detrac_recall(det: Detector) -> float:
+    """Share of the 59 labelled vehicles found (IoU >= 0.5) at the detector's own threshold."""
+
+    def predict(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = det.detect(img)
+        return d.xyxy, d.confidence, d.class_id
+
+    return round(float(REC.detrac_ap(REC._load_metrics(), SHARED, predict)["recall"]), 4)
+
+
+def pucpr_recall(det: Detector) -> dict[str, Any]:
+    """Labelled occupied bays holding a detected vehicle's box centre, and vehicles found per frame."""
+    per_frame = []
+    hit = total = 0
+    for xml in sorted(PUCPR.glob("*.xml")):
+        img = cv2.imread(str(xml.with_suffix(".jpg")))
+        d = det.detect(img).vehicles()
+        centres = np.stack([(d.xyxy[:, 0] + d.xyxy[:, 2]) / 2, (d.xyxy[:, 1] + d.xyxy[:, 3]) / 2], axis=1)
+        occupied = 0
+        found = 0
+        for space in ET.parse(xml).getroot().iter("space"):
+            if space.get("occupied") != "1":
+                continue
+            pts = [
+                (float(p.get("x", 0)), float(p.get("y", 0))) for p in space.iter() if p.tag.lower() == "point"
+            ]
+            if len(pts) < 3:
+                continue
+            occupied += 1
+            poly = shapely.Polygon(pts)
+            if len(centres) and shapely.contains_xy(poly, centres[:, 0], centres[:, 1]).any():
+                found += 1
+        per_frame.append(
+            {
+                "frame": xml.stem,
+                "vehicles_found": len(d),
+                "occupied_bays": occupied,
+                "occupied_bays_with_vehicle": found,
+            }
+        )
+        hit += found
+        total += occupied
+    return {
+        "occupied_bay_recall": round(hit / total, 4) if total else None,
+        "vehicles_found_per_frame": round(statistics.mean(f["vehicles_found"] for f in per_frame), 1),
+        "frames": per_frame,
+    }
+
+
+def ultralytics_speed(
+    python: str, model: Path, frames: list[Path], rounds: int, threads: int
+) -> dict[str, Any]:
+    cmd = [
+        python,
+        str(REPO / "benchmarks" / "record_ultralytics.py"),
+        "speed",
+        "--model",
+        str(model),
+        "--rounds",
+        str(rounds),
+        "--threads",
+        str(threads),
+        "--images",
+        *map(str, frames),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return {
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"
+        }
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--frames", type=int, default=8, help="DETRAC frames timed (default 8)")
+    ap.add_argument("--rounds", type=int, default=5, help="timed passes over the frames (default 5)")
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")
+    ap.add_argument(
+        "--ultralytics-python",
+        default=os.environ.get("CITYEYE_ULTRALYTICS_PYTHON"),
+        help="python of a venv with ultralytics (see record_ultralytics.py); omitted when unset",
+    )
+    ap.add_argument(
+        "--static-int8", action="store_true", help="also quantise yolov8n_dq statically (PKLot frames)"
+    )
+    ap.add_argument("--no-accuracy", action="store_true", help="skip AP50 / PUCPR recall")
+    args = ap.parse_args(argv)
+    if not DETRAC.exists():
+        print(f"needs {DETRAC} (the shared data folder beside the repository)", file=sys.stderr)
+        return 2
+
+    frame_paths = _frames(args.frames)
+    images = [np.asarray(cv2.imread(str(p)), dtype=np.uint8) for p in frame_paths]
+    session = SessionSettings(intra_threads=args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="cityeye-bench-"))
+    models = {"fp32": SHARED / "models" / "yolov8n_dq.onnx", "int8": SHARED / "models" / "yolov8n_int8.onnx"}
+    if args.static_int8:
+        from cityeye.models.quantize import quantize_model
+
+        out = tmp / "yolov8n_dq_int8-static.onnx"
+        quantize_model(
+            models["fp32"],
+            out,
+            mode="static",
+            frames=32,
+            calibration=[SHARED / "data" / "parking", SHARED / "data" / "traffic" / "detrac_MVI_20011"],
+        )
+        models["int8_static_own"] = out
+    sizes = {"640x640": (640, 640), "384x640": (384, 640)}
+    result: dict[str, Any] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "onnxruntime": ort.__version__,
+        },
+        "frames": [str(p.relative_to(SHARED)) for p in frame_paths],
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "configs": [],
+    }
+    variants: dict[tuple[str, str], Path] = {}
+    for mname, path in models.items():
+        for sname, hw in sizes.items():
+            out = tmp / f"{mname}_{sname}.onnx"
+            reshape_model(path, out, imgsz=None if hw == (640, 640) else hw, dynamic_batch=True)
+            variants[(mname, sname)] = out
+
+    # The plain file at batch 1: the like-for-like comparison with the ceiling and with Ultralytics.
+    timers: dict[str, tuple[dict[str, Any], Timer]] = {
+        "baseline": (
+            {"model": "fp32", "imgsz": "640x640", "batch": 1, "file": "yolov8n_dq.onnx as shipped"},
+            Timer(Detector(models["fp32"], session=session), images, 1),
+        )
+    }
+    for (mname, sname), path in variants.items():
+        for batch in (1, 4):
+            timers[f"{mname}_{sname}_b{batch}"] = (
+                {"model": mname, "imgsz": sname, "batch": batch},
+                Timer(Detector(path, batch=batch, session=session), images, batch),
+            )
+    ultra: list[dict[str, Any]] = []
+    if args.ultralytics_python:  # before and after ours: it cannot be interleaved with an in-process run
+        ultra.append(
+            ultralytics_speed(args.ultralytics_python, models["fp32"], frame_paths, args.rounds, args.threads)
+        )
+    for r in range(args.rounds):
+        for _, timer in timers.values():
+            timer.round()
+        print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
+    if args.ultralytics_python:
+        ultra.append(
+            ultralytics_speed(args.ultralytics_python, models["fp32"], frame_paths, args.rounds, args.threads)
+        )
+    result["baseline_fp32_640_static_file"] = {**timers.pop("baseline")[1].summary()}
+    result["configs"] = [{**meta, **t.summary()} for meta, t in timers.values()]
+
+    if not args.no_accuracy:
+        acc: dict[str, Any] = {}
+        for (mname, sname), path in variants.items():
+            acc[f"{mname}_{sname}"] = {
+                "detrac_ap50_vehicle": detrac_ap(Detector(path, confidence=0.001, session=session))
+            }
+        fp32 = variants[("fp32", "640x640")]
+        acc["fp32_640x640"]["detrac_ap50_vehicle_tiled"] = detrac_ap(
+            Detector(fp32, confidence=0.001, session=session, batch=4, tile=TileConfig())
+        )
+        acc["fp32_640x640"]["detrac_recall_at_0.25"] = detrac_recall(Detector(fp32, session=session))
+        acc["fp32_640x640"]["detrac_recall_at_0.25_tiled"] = detrac_recall(
+            Detector(fp32, session=session, batch=4, tile=TileConfig())
+        )
+        big = tmp / "fp32_736x1280.onnx"
+        reshape_model(models["fp32"], big, imgsz=(736, 1280), dynamic_batch=True)
+        result["pucpr_small_vehicles"] = {
+            "640x640": pucpr_recall(Detector(variants[("fp32", "640x640")], session=session)),
+            "736x1280": pucpr_recall(Detector(big, session=session)),
+            "640x640_tiled": pucpr_recall(
+                Detector(variants[("fp32", "640x640")], session=session, batch=4, tile=TileConfig())
+            ),
+        }
+        result["accuracy"] = acc
+        ref = acc["fp32_640x640"]["detrac_ap50_vehicle"]
+        allowed = {k for k, v in acc.items() if ref - v["detrac_ap50_vehicle"] <= 0.01}
+    else:
+        allowed = {f"{m}_{s}" for m, s in variants}
+    best = max(
+        (c for c in result["configs"] if f"{c['model']}_{c['imgsz']}" in allowed), key=lambda c: c["ours_fps"]
+    )
+    result["best_config"] = best
+
+    if ultra and all("fps" in u for u in ultra):
+        u_fps = statistics.median([u["fps"] for u in ultra])
+        result["ultralytics_predict_fp32_640"] = {"runs": ultra, "fps": u_fps}
+        result["best_over_ultralytics"] = round(best["ours_fps"] / u_fps, 3)
+        result["ours_fp32_640_b1_over_ultralytics"] = round(
+            result["baseline_fp32_640_static_file"]["ours_fps"] / u_fps, 3
+        )
+    elif ultra:
+        result["ultralytics_predict_fp32_640"] = {"runs": ultra}
+    else:
+        result["ultralytics_predict_fp32_640"] = (
+            "not measured: give --ultralytics-python (see record_ultralytics.py)"
+        )
+    result["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
