@@ -124,6 +124,14 @@ class CameraHealth(BaseModel):
     last_frame_age_s: float | None = Field(default=None, ge=0)
     inference_ms: float | None = Field(default=None, ge=0)
     error: str | None = None
+    spool_queued: int | None = Field(default=None, ge=0, description="Events waiting on the edge for PUBACK.")
+    spool_oldest_age_s: float | None = Field(default=None, ge=0, description="Age of the oldest one, s.")
+    spool_dropped: int | None = Field(
+        default=None, ge=0, description="Events the edge spool dropped at its size/age bound (since created)."
+    )
+    spool_rejected: int | None = Field(
+        default=None, ge=0, description="Events the broker refused (e.g. ACL); kept on the edge, not re-sent."
+    )
     frames_decoded: int | None = Field(default=None, ge=0, description="Frames the decoder produced.")
     decode_ms: float | None = Field(
         default=None, ge=0, description="Mean decoder time per decoded frame (incl. BGR conversion), ms."

@@ -137,6 +137,7 @@ def start_persistent_broker(tmp: Path, port: int | None = None) -> Broker:
     conf = tmp / f"mosquitto-persistent-{port}.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {data}/\n"
+        f"user {getpass.getuser()}\n"  # as root Mosquitto would switch to `mosquitto` and not save the state
     )
     proc = subprocess.Popen(
         [mosquitto_exe(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
