@@ -154,7 +154,7 @@ class CountingLine:
         s = np.where(hit, s, np.inf)
         first = np.argmin(s, axis=1)
         rows = np.arange(len(p))
-        s_first = s[rows, first]
+        s_first = np.where(crossed, s[rows, first], 0.0)
         point = np.where(crossed[:, None], p + s_first[:, None] * m, np.nan)
         return crossed, point
 
