@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cityeye.api.config import ApiConfig
 from cityeye.edge.config import EdgeConfig
@@ -65,6 +65,12 @@ class CameraConfig(StreamConfig):
     lot: str | None = Field(default=None, description="Default lot id for zones that name none.")
     parking: ParkingConfig = Field(default_factory=ParkingConfig, description="Parking decision settings.")
     traffic: TrafficConfig = Field(default_factory=TrafficConfig, description="Traffic counting settings.")
+    _site_model: ModelConfig | None = PrivateAttr(default=None)
+
+    @property
+    def site_model(self) -> ModelConfig | None:
+        """The site's `model:` (paths resolved), so a camera's analyser can run its own passes with it."""
+        return self._site_model
 
 
 class SiteConfig(_Strict):
@@ -84,6 +90,7 @@ class SiteConfig(_Strict):
             if cam.id in seen:
                 raise ValueError(f"camera id {cam.id!r} is used twice; camera ids must be unique")
             seen.add(cam.id)
+            cam._site_model = self.model
         return self
 
 
@@ -167,6 +174,9 @@ def _resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
             )
         )
     model = cfg.model.model_copy(update={"path": _resolve(cfg.model.path, base)})
+    for cam in cams:
+        cam._site_model = model
+        cam.parking = cam.parking.model_copy(update={"state_dir": _resolve(cam.parking.state_dir, base)})
     return cfg.model_copy(update={"cameras": cams, "model": model, "mqtt": cfg.mqtt.resolve_paths(base)})
 
 

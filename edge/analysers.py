@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cityeye.config import CameraConfig
-from cityeye.events.schema import AnyEvent, OccupancyEvent
+from cityeye.events.schema import AnyEvent
 from cityeye.streams.frame import Frame
 from cityeye.vision.detections import Detections
 from cityeye.zones.calibration import load_calibration
 from cityeye.zones.model import Zone, load_zones
-from cityeye.zones.occupancy import OccupancyJudge, OccupancyRule
+
+if TYPE_CHECKING:
+    from cityeye.vision.detector import Detector
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,34 +50,6 @@ def load_camera_zones(cam: CameraConfig) -> list[Zone]:
     return load_zones(cam.zones, calibration, default_lot=cam.lot)
 
 
-class ParkingAnalyser:
-    """Walking-skeleton parking: every analysed frame gives a retained snapshot of all zones."""
-
-    def __init__(self, cam: CameraConfig, ctx: EventContext) -> None:
-        self.ctx = ctx
-        self.zones = load_camera_zones(cam)
-        self.judge = OccupancyJudge(self.zones, OccupancyRule.parse(cam.parking.rule))
-
-    def needs_detection(self, frame: Frame) -> bool:
-        return bool(self.zones)
-
-    def process(self, frame: Frame, detections: Detections | None) -> list[AnyEvent]:
-        if detections is None or not self.zones:
-            return []
-        return [
-            OccupancyEvent(
-                site=self.ctx.site,
-                camera=self.ctx.camera,
-                event_id=self.ctx.next_event_id("occupancy"),
-                observed_at=frame.timestamp,
-                zones=self.judge(detections),
-            )
-        ]
-
-    def close(self) -> None:
-        pass
-
-
 class DetectOnlyAnalyser:
     """Traffic cameras until the traffic-counting issue: detections feed health figures only."""
 
@@ -92,9 +66,12 @@ class DetectOnlyAnalyser:
         pass
 
 
-def make_analyser(cam: CameraConfig, ctx: EventContext) -> Analyser:
+def make_analyser(cam: CameraConfig, ctx: EventContext, detector: Detector | None = None) -> Analyser:
+    """``detector``: parking cameras then run their own zone-aware tiled pass (edge/parking.py)."""
     if cam.mode == "parking":
-        return ParkingAnalyser(cam, ctx)
+        from cityeye.edge.parking import ParkingAnalyser  # imports this module
+
+        return ParkingAnalyser(cam, ctx, detector)
     from cityeye.edge.traffic import TrafficAnalyser  # imports this module
 
     return TrafficAnalyser(cam, ctx)

@@ -7,6 +7,7 @@ so a typo on the edge becomes a counted rejection at the centre instead of silen
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -71,6 +72,9 @@ class SpaceState(_ZoneBase):
     kind: Literal["space"] = "space"
     occupied: bool
     score: float = Field(ge=0.0, le=1.0, description="Evidence for occupancy, 0..1.")
+    since: AwareDatetime | None = Field(
+        default=None, description="When the space took its current state (dwell = observed_at - since)."
+    )
 
     @property
     def total(self) -> int:
@@ -85,6 +89,12 @@ class AreaState(_ZoneBase):
     kind: Literal["area"] = "area"
     vehicles: int = Field(ge=0)
     capacity: int = Field(ge=0)
+    cars: int | None = Field(default=None, ge=0, description="Cars, buses and trucks among `vehicles`.")
+    motorcycles: int | None = Field(default=None, ge=0, description="Motorcycles and bicycles among them.")
+    used: float | None = Field(
+        default=None, ge=0, description="Places in use in the capacity's unit (car places; motorcycle "
+        "places where `vehicle` is motorcycle), a two-wheeler counting 1/k of a car place; None: `vehicles`."
+    )
 
     @property
     def total(self) -> int:
@@ -92,7 +102,8 @@ class AreaState(_ZoneBase):
 
     @property
     def free(self) -> int:
-        return max(self.capacity - self.vehicles, 0)
+        used = self.vehicles if self.used is None else math.ceil(self.used - 1e-9)
+        return max(self.capacity - used, 0)
 
 
 ZoneState = Annotated[SpaceState | AreaState, Field(discriminator="kind")]
@@ -124,14 +135,6 @@ class CameraHealth(BaseModel):
     last_frame_age_s: float | None = Field(default=None, ge=0)
     inference_ms: float | None = Field(default=None, ge=0)
     error: str | None = None
-    spool_queued: int | None = Field(default=None, ge=0, description="Events waiting on the edge for PUBACK.")
-    spool_oldest_age_s: float | None = Field(default=None, ge=0, description="Age of the oldest one, s.")
-    spool_dropped: int | None = Field(
-        default=None, ge=0, description="Events the edge spool dropped at its size/age bound (since created)."
-    )
-    spool_rejected: int | None = Field(
-        default=None, ge=0, description="Events the broker refused (e.g. ACL); kept on the edge, not re-sent."
-    )
     frames_decoded: int | None = Field(default=None, ge=0, description="Frames the decoder produced.")
     decode_ms: float | None = Field(
         default=None, ge=0, description="Mean decoder time per decoded frame (incl. BGR conversion), ms."
@@ -181,5 +184,16 @@ class TrafficEvent(_Event):
     lines: list[LineCounts]
 
 
-AnyEvent = StatusEvent | OccupancyEvent | HealthEvent | TrafficEvent
+class OverstayEvent(_Event):
+    """A space occupied longer than its limit, published once per stay on ``.../overstay``."""
+
+    kind: Literal["overstay"] = "overstay"
+    zone_id: str = Field(min_length=1, max_length=128, description="Space id, as in the zones file.")
+    lot: str | None = Field(default=None, description="Lot of the space, if any.")
+    since: AwareDatetime = Field(description="When the vehicle arrived (the space became occupied).")
+    dwell_s: float = Field(ge=0, description="Seconds occupied at observed_at.")
+    limit_s: float = Field(gt=0, description="The space's dwell limit in seconds.")
+
+
+AnyEvent = StatusEvent | OccupancyEvent | HealthEvent | TrafficEvent | OverstayEvent
 """Every payload an edge worker publishes."""

@@ -1,7 +1,8 @@
 """The MQTT topic tree, in one place (documented in the README).
 
 ``cityeye/v1/<site>/<camera>/<kind>`` where kind is ``status`` (retained, Last Will),
-``occupancy`` (retained snapshot), ``health`` and, from the traffic issue, ``traffic``.
+``occupancy`` (retained snapshot), ``health``, ``traffic`` (line counts) and ``overstay`` (a space
+occupied past its dwell limit, once per stay).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class TopicKind(StrEnum):
     OCCUPANCY = "occupancy"
     HEALTH = "health"
     TRAFFIC = "traffic"
+    OVERSTAY = "overstay"
 
 
 RETAINED = frozenset({TopicKind.STATUS, TopicKind.OCCUPANCY})

@@ -15,6 +15,7 @@ import numpy as np
 
 from cityeye.events.schema import AreaState, SpaceState
 from cityeye.zones.calibration import Calibration, load_calibration
+from cityeye.zones.config import ParkingConfig
 from cityeye.zones.model import ZoneError, load_zones, parse_zones, zones_to_geojson
 from cityeye.zones.occupancy import DEFAULT_RULE, OccupancyJudge, OccupancyRule
 
@@ -48,6 +49,7 @@ def run_occupancy(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cityeye.vision.detector import Detector
+    from cityeye.zones.tiling import ZoneDetector
 
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
@@ -57,12 +59,14 @@ def run_occupancy(args: argparse.Namespace) -> int:
     if not any(z.kind != "line" for z in zones):
         raise _usage_error(f"{args.zones}: has no space or area zones to judge (only lines)")
     detector = Detector(args.model, imgsz=args.imgsz, confidence=args.confidence)
-    judge = OccupancyJudge(zones, args.rule)
+    # The same pass and rule as the edge's parking analyser, without its memory across frames.
+    tiler = ZoneDetector(detector, zones, args.tiles, confidence=args.confidence)
+    judge = OccupancyJudge(zones, args.rule, args.motorcycles_per_car)
     for path in tqdm(args.images, desc="occupancy", unit="img", file=sys.stderr, disable=None):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise _usage_error(f"{path}: cannot be read as an image (a .jpg/.png file is expected)")
-        states = judge(detector.detect(np.asarray(image, dtype=np.uint8)))
+        states = judge(tiler(np.asarray(image, dtype=np.uint8)))
         if args.json:
             print(json.dumps({"image": path, "zones": [zone_json(s) for s in states]}), flush=True)
         else:
@@ -165,10 +169,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--calibration", help="calibration JSON (needed for WGS84 zones)")
     p.add_argument("--model", help="ONNX detector (default: $CITYEYE_MODEL, else the shipped model)")
     p.add_argument("--imgsz", type=int, help="detector input size (default: the model's own)")
-    p.add_argument("--confidence", type=float, default=0.25, help="minimum detection confidence (0.25)")
+    parking = ParkingConfig()
+    p.add_argument("--confidence", type=float, default=parking.confidence,
+                   help=f"detection cut of the tiled pass (default {parking.confidence}, as on the edge)")
+    p.add_argument("--tiles", type=float, nargs="*", default=parking.tiles, metavar="BAY_PX",
+                   help="tiling passes as bay sizes in model pixels (default "
+                        f"{' '.join(f'{t:g}' for t in parking.tiles)}; none = one whole-frame pass)")
     p.add_argument("--rule", type=_rule, default=DEFAULT_RULE,
-                   help=f"occupancy rule: bottom, point[:LIFT], overlap[:MIN], overlap-box[:MIN] "
-                        f"(default {DEFAULT_RULE})")
+                   help="occupancy rule: footprint[:LIFT], bottom, point[:LIFT], overlap[:MIN], "
+                        f"overlap-box[:MIN] (default {DEFAULT_RULE})")
+    p.add_argument("--motorcycles-per-car", type=float, default=parking.motorcycles_per_car,
+                   help=f"two-wheelers per car place in areas (default {parking.motorcycles_per_car})")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.set_defaults(func=run_occupancy)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,10 +14,75 @@ class ParkingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rule: str = Field(
-        default="point:0.3",
-        description="Occupancy rule: `bottom`, `point[:LIFT]` (a point LIFT of the box height above its "
-        "bottom must lie in the space) or `overlap[:T]`/`overlap-box[:T]`; see zones/occupancy.py.",
+        default="footprint",
+        description="Occupancy rule: `footprint[:LIFT]` (one vehicle per space by footprint overlap), "
+        "`bottom`, `point[:LIFT]` or `overlap[:T]`/`overlap-box[:T]`; see zones/occupancy.py.",
     )
+    confidence: float = Field(
+        default=0.1, gt=0.0, lt=1.0,
+        description="Detection cut of the parking camera's own tiled pass (the rule's assignment and size "
+        "checks reject most stray boxes, so it sits below the model's general cut).",
+    )
+    tiles: list[float] = Field(
+        default_factory=lambda: [64.0, 80.0],
+        description="Tiling passes, each a bay size in model-input pixels (the frame is cut so a median bay "
+        "has that size); [] = one whole-frame pass. See zones/tiling.py.",
+    )
+    motorcycles_per_car: float = Field(
+        default=4.0, ge=1.0,
+        description="Motorcycles (or bicycles) that fit in one car place, for area capacity; zone property "
+        "`motorcycles_per_car` overrides.",
+    )
+    temporal: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Temporal logic (inertia, hysteresis, occlusion hold): `auto` = on for streams and video "
+        "files, off for image folders, whose frames are independent snapshots; `off` = every analysed "
+        "frame's verdict is published as is (dwell and overstay still run).",
+    )
+    enter_frames: int = Field(default=2, ge=1, description="Occupied observations in a row to fill a space.")
+    enter_s: float = Field(default=0.0, ge=0, description="...and at least these seconds since the first.")
+    exit_frames: int = Field(default=2, ge=1, description="Free observations in a row to free a space.")
+    exit_s: float = Field(default=0.0, ge=0, description="...and at least these seconds since the first.")
+    occlusion_motion: float = Field(
+        default=0.2, gt=0.0, le=1.0,
+        description="Share of a space's pixels changed since the previous frame above which the space is "
+        "occluded (a passing car or pedestrian): its state is held, not re-judged.",
+    )
+    occlusion_max_s: float = Field(
+        default=600.0, ge=0, description="Longest hold; after it the frame's own evidence is used again."
+    )
+    max_dwell_s: float | None = Field(
+        default=None, gt=0,
+        description="Dwell limit of every space (overstay event once per stay); zone property "
+        "`max_dwell_s` overrides; None: no limit.",
+    )
+    motion_gate: bool = Field(
+        default=True, description="Skip detection while the zones' part of the frame has not changed."
+    )
+    motion_threshold: float = Field(
+        default=0.25, gt=0.0, le=1.0,
+        description="Motion gate: share of one bay's pixels (summed over the zones) that must change.",
+    )
+    max_skip_s: float = Field(
+        default=300.0, ge=0, description="Motion gate: detect at least this often even in a still scene."
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="Where space states are kept across restarts (<dir>/<site>/<camera>.json); default "
+        "$CITYEYE_STATE_DIR, else ~/.local/state/cityeye.",
+    )
+    restore_max_age_s: float = Field(
+        default=86400.0, ge=0, description="Saved states older than this are not restored at start-up."
+    )
+
+    @model_validator(mode="after")
+    def _parking_rule(self) -> ParkingConfig:
+        from cityeye.zones.occupancy import OccupancyRule  # heavy imports only when a camera has one
+
+        OccupancyRule.parse(self.rule)  # ValueError names the rule and the accepted forms
+        if any(not 8 <= t <= 1024 for t in self.tiles):
+            raise ValueError(f"tiles {self.tiles}: each is a bay size in model pixels, within 8..1024")
+        return self
 
 
 class TrafficConfig(BaseModel):

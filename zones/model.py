@@ -11,7 +11,12 @@ else pixel.
 Feature rules: ``id`` (the feature's top-level id, else ``properties.id``; ints become
 strings), ``properties.kind`` one of ``space`` (Polygon), ``area`` (Polygon, with integer
 ``properties.capacity``) or ``line`` (LineString). Optional ``properties.name`` and
-``properties.lot``.
+``properties.lot``; for parking ``properties.vehicle`` (``car`` | ``motorcycle``: what the zone
+is for; an area's capacity is then counted in that vehicle's places), ``max_dwell_s`` (overstay
+limit of a space) and ``motorcycles_per_car`` (an area's two-wheelers per car place).
+
+Within a lot, a space id names one physical bay: two cameras that both see bay 17 of lot X
+call it 17 (and set ``lot: X``), so the centre counts it once (see ``zones/lots.py``).
 """
 
 from __future__ import annotations
@@ -237,6 +242,7 @@ def _parse_feature(
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise ZoneError(f"{at}properties.capacity {capacity!r} must be a non-negative integer")
 
+    _check_parking_properties(props, at)
     pixels, lonlat = _locate(coords, at, system, calibration)
     if kind != "line":
         _check_polygon(pixels, at)
@@ -252,6 +258,20 @@ def _parse_feature(
         lot=None if lot is None else str(lot),
         properties=dict(props),
     )
+
+
+def _check_parking_properties(props: dict[str, Any], at: str) -> None:
+    """The optional parking properties are checked when the file is read, not when first used."""
+    vehicle = props.get("vehicle")
+    if vehicle is not None and vehicle not in ("car", "motorcycle"):
+        raise ZoneError(f'{at}properties.vehicle {vehicle!r} must be "car" or "motorcycle" (or absent: any)')
+    for key, least, what in (("max_dwell_s", 0.0, "> 0 (seconds)"), ("motorcycles_per_car", 1.0, ">= 1")):
+        v = props.get(key)
+        if v is None:
+            continue
+        number = isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
+        if not number or v < least or v == 0:
+            raise ZoneError(f"{at}properties.{key} {v!r} must be a number {what}")
 
 
 def _locate(
