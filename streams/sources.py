@@ -700,8 +700,8 @@ def open_source(camera: CameraConfig) -> FrameSource:
             decode_threads=camera.decode_threads,
         )
     raise SourceError(
-        f"camera {camera.id}: source {src!r} is neither an existing file, a folder, nor an "
-        f"rtsp://, http(s):// or rtmp:// URL",
+        f"camera {camera.id}: source {src!r} not found: it is neither an existing file, a folder, nor "
+        f"an rtsp://, http(s):// or rtmp:// URL",
         "not_found",
         permanent=True,
     )
