@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ SCHEMAS: dict[
     TopicKind.HEALTH: HealthEvent,
     TopicKind.TRAFFIC: TrafficEvent,
 }
+
+REJECT_LOG_INTERVAL_S = 10.0
 
 MqttProtocol = Literal["5", "3.1.1"]
 _PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
@@ -155,6 +158,7 @@ class MqttIngest:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._started = False
+        self._log_marks: dict[str, tuple[float, int]] = {}
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -325,10 +329,22 @@ class MqttIngest:
             except Exception:  # a listener bug must not stop ingest
                 log.exception("MQTT ingest: listener %r failed", listener)
         if result.outcome is Outcome.REJECTED:
-            log.warning("MQTT ingest: rejected message on %s: %s: %s", topic, result.reason, result.detail)
+            self._log_rejection(topic, result)
         elif result.outcome is Outcome.ERROR:
             log.error("MQTT ingest: could not store message from %s: %s", topic, result.detail)
         return result
+
+    def _log_rejection(self, topic: str, result: Handled) -> None:
+        """At most one line per reason and interval: a broken or hostile publisher must not flood the log."""
+        now = time.monotonic()
+        key = result.reason.value if result.reason else "?"
+        last, suppressed = self._log_marks.get(key, (-1e18, 0))
+        if now - last < REJECT_LOG_INTERVAL_S:
+            self._log_marks[key] = (last, suppressed + 1)
+            return
+        more = f" ({suppressed} more {key} rejections not logged)" if suppressed else ""
+        log.warning("MQTT ingest: rejected message on %s: %s: %s%s", topic, key, result.detail, more)
+        self._log_marks[key] = (now, 0)
 
     def _handle(self, topic: str, payload: bytes) -> Handled:
         try:

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityeye.events.schema import AnyEvent
 from cityeye.events.topics import TopicKind, topic_for
-from tests.conftest import Broker, free_port, wait_port
+from tests.conftest import Broker, free_port, start_mosquitto, wait_port
 
 T = TypeVar("T")
 
@@ -105,6 +105,35 @@ def postgres() -> Iterator[Postgres]:
     pg = Postgres()
     yield pg
     pg.stop()
+
+
+def deep_queue_mosquitto(tmp: Path) -> Broker:
+    """Mosquitto that queues up to 1,000,000 messages per client instead of dropping past 1000.
+
+    Mosquitto's default ``max_queued_messages 1000`` silently drops QoS 1 messages for a
+    subscriber that is briefly slower than its publishers; a site must raise it (README, API),
+    and bursts in these tests need it raised too.
+    """
+    broker = start_mosquitto(tmp)
+    broker.proc.terminate()
+    broker.proc.wait(timeout=10)
+    conf = tmp / f"mosquitto-deep-{broker.port}.conf"
+    conf.write_text(
+        f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
+    )
+    exe = broker.proc.args[0]  # type: ignore[index]
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(broker.port)
+    return Broker(broker.port, proc)
+
+
+@pytest.fixture
+def deep_mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    broker = deep_queue_mosquitto(tmp_path)
+    yield broker
+    broker.proc.terminate()
+    broker.proc.wait(timeout=10)
 
 
 class Edge:
