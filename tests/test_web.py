@@ -183,3 +183,27 @@ def test_vietnamese_and_english_are_complete() -> None:
     statuses = {f"status.{s.value}" for s in CameraStatus} | {"status.unknown"}
     classes = {f"class.{c}" for c in typing.get_args(VehicleClass)}
     assert statuses | classes <= d["en"]
+
+
+def test_every_api_call_of_the_pages_exists(tmp_path: Path) -> None:
+    """The pages' whole contract with the API (js/api.js PATHS) against the app's real routes."""
+    text = (JS / "api.js").read_text(encoding="utf-8")
+    block = text[text.index("export const PATHS = {") : text.index("};", text.index("export const PATHS"))]
+    paths = dict(re.findall(r'(\w+): "([^"]+)"', block))
+    assert {"nearby", "lots", "zonesGeojson", "history", "cameras", "traffic", "live"} <= set(paths)
+    app = create_app(SiteConfig(api=ApiConfig(database_url=f"sqlite:///{tmp_path / 'c.db'}")), ingest=False)
+    spec = app.openapi()["paths"]
+    # The API writes the zone id as {uid}; the pages write {id}.
+    normalised = {re.sub(r"\{[^}]+\}", "{id}", p) for p in spec}
+    for name, path in paths.items():
+        assert path in normalised, f"js/api.js PATHS.{name} = {path!r} is not in the API's OpenAPI paths"
+    # The query parameters the pages send exist too (FastAPI ignores unknown ones silently).
+    params = {p: {q["name"] for op in spec[p].values() for q in op.get("parameters", [])} for p in spec}
+    assert {"lat", "lon", "radius_m", "min_free", "limit", "vehicle"} <= params["/v1/parking/nearby"]
+    assert {"from", "to", "bucket", "by", "format"} <= params["/v1/traffic/counts"]
+    assert {"from", "to", "bucket", "format"} <= params["/v1/parking/zones/{uid}/history"]
+    # EventSource cannot send headers: the API must accept the key as the api_key query parameter.
+    schemes = app.openapi()["components"]["securitySchemes"].values()
+    assert {"type": "apiKey", "in": "query", "name": "api_key"} in [
+        {k: v for k, v in sc.items() if k in ("type", "in", "name")} for sc in schemes
+    ]

@@ -1,8 +1,10 @@
 // Driver page: free parking near a point, nearest first, with how old each figure is.
 //
-// The API answers per zone (a marked bay, or an area with a capacity); a driver thinks in lots,
-// so zones of one lot are summed into one entry placed at its nearest free zone. All zones in
-// the radius are asked for (min_free=0) so that a lot's total counts its occupied bays too.
+// The API answers per zone (a marked bay, or an area with a capacity); a driver thinks in lots.
+// Zones with room near the point (nearby, nearest first) say which lots to offer and how far the
+// nearest free bay of each is; the lot's free/total comes from /v1/parking/lots, which counts a bay
+// seen by two cameras once. With a vehicle filter the lot totals would mix vehicle types, so the
+// entry then sums only the matching zones and shows no total.
 
 /* global L */
 
@@ -11,7 +13,7 @@ import { h, setStatus, startPage } from "./common.js";
 import { formatAgo, formatDistance, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
 import { createMap, meIcon, numberedIcon } from "./mapview.js";
 
-const MAX_ZONES = 200; // the API's limit per request
+const MAX_ZONES = 200; // the API's limit per request: the nearest 200 zones with room
 const SHOWN = 20;
 
 const state = { point: null, results: [], cachedAt: null, timer: null, abort: null, error: null, searched: false };
@@ -124,18 +126,25 @@ async function search({ fit = false } = {}) {
   clearTimeout(state.timer);
   state.abort?.abort();
   const abort = (state.abort = new AbortController());
+  const vehicle = els.vehicle.value || undefined;
   const params = {
     lat: state.point.lat.toFixed(6),
     lon: state.point.lon.toFixed(6),
     radius_m: els.radius.value,
-    min_free: 0,
+    min_free: 1,
     limit: MAX_ZONES,
-    vehicle: els.vehicle.value || undefined,
+    vehicle,
   };
   try {
-    const body = await getJson(PATHS.nearby, params, { signal: abort.signal });
-    state.results = groupByLot(body.results);
-    state.cachedAt = body.cachedAt ?? null;
+    const [near, lots] = await Promise.all([
+      getJson(PATHS.nearby, params, { signal: abort.signal }),
+      vehicle ? null : getJson(PATHS.lots, {}, { signal: abort.signal }).catch((err) => {
+        if (err.name === "AbortError") throw err;
+        return null; // the entries then sum their nearby zones
+      }),
+    ]);
+    state.results = groupByLot(near.results, lots ? new Map(lots.lots.map((l) => [l.id, l])) : null);
+    state.cachedAt = near.cachedAt ?? null;
     state.error = null;
   } catch (err) {
     if (err.name === "AbortError") return;
@@ -150,27 +159,36 @@ async function search({ fit = false } = {}) {
   if (fit) fitToResults();
 }
 
-/** Zones of one lot become one entry; zones without a lot stay single. */
-export function groupByLot(zones) {
+/** Nearby zones (nearest first) -> one entry per lot, placed at its nearest free zone. */
+export function groupByLot(zones, lots) {
   const groups = new Map();
   for (const z of zones) {
-    if (z.lat == null || z.lon == null) continue;
-    const key = z.lot ? `${z.site}\u0000${z.lot}` : `zone\u0000${z.id}`;
+    if (z.lat == null || z.lon == null || z.free <= 0) continue;
+    const key = z.lot ? `${z.site}:${z.lot}` : `zone:${z.id}`;
     let g = groups.get(key);
     if (!g) {
-      g = { key, lot: z.lot, name: z.lot || z.name || z.zone_id, zones: [], free: 0, total: 0, distance: Infinity, lat: null, lon: null, updated: null, stale: false };
+      g = {
+        key, lot: z.lot, name: z.lot || z.name || z.zone_id, bays: new Map(), free: 0, total: null,
+        distance: z.distance_m, lat: z.lat, lon: z.lon, updated: null, stale: false,
+      };
       groups.set(key, g);
     }
-    g.zones.push(z);
-    g.free += z.free;
-    g.total += z.total;
+    const bay = `${z.lot}:${z.zone_id}`; // one bay seen by two cameras is one bay
+    if (!g.bays.has(bay)) {
+      g.bays.set(bay, z);
+      g.free += z.free;
+      if (!z.lot) g.total = z.total;
+    }
     g.stale ||= z.stale;
     const updated = parseTime(z.updated_at);
-    if (updated && (!g.updated || updated < g.updated)) g.updated = updated; // the oldest figure in the sum
-    if (z.free > 0 && z.distance_m < g.distance) {
-      g.distance = z.distance_m;
-      g.lat = z.lat;
-      g.lon = z.lon;
+    if (updated && (!g.updated || updated < g.updated)) g.updated = updated; // the oldest figure shown
+  }
+  for (const g of groups.values()) {
+    const lot = g.lot && lots?.get(g.key);
+    if (lot) {
+      g.free = lot.free;
+      g.total = lot.total;
+      g.stale ||= lot.stale;
     }
   }
   return [...groups.values()].filter((g) => g.free > 0).sort((a, b) => a.distance - b.distance);
@@ -209,9 +227,10 @@ function resultItem(g, n) {
     : h("span", {}, t("freshness.ago", { ago }));
   return h(
     "li",
-    { id: `result-${n}`, tabindex: "-1", class: g.stale ? "stale" : null, dataset: { lot: g.lot ?? "", zones: String(g.zones.length) } },
+    { id: `result-${n}`, tabindex: "-1", class: g.stale ? "stale" : null, dataset: { lot: g.lot ?? "" } },
     h("div", { class: "name" }, g.name),
-    h("div", { class: "free" }, t("driver.free", { free: formatNumber(g.free) }), " ", h("span", { class: "muted small" }, t("driver.of", { total: formatNumber(g.total) }))),
+    h("div", { class: "free" }, t("driver.free", { free: formatNumber(g.free) }),
+      g.total != null ? [" ", h("span", { class: "muted small" }, t("driver.of", { total: formatNumber(g.total) }))] : null),
     h("div", { class: "meta" }, t("driver.away", { d: formatDistance(g.distance) }), " · ", fresh,
       g.updated ? h("time", { datetime: g.updated.toISOString(), class: "visually-hidden" }, formatTime(g.updated)) : null),
     h("div", { class: "actions" }, h("button", { type: "button", onclick: () => showOnMap(g, n) }, t("driver.show"), h("span", { class: "visually-hidden" }, `: ${g.name}`))),

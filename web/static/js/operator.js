@@ -1,9 +1,9 @@
 // Operator dashboard: zones on a map coloured by occupancy (click for history), lots, cameras and
 // traffic counts, kept current by the API's live channel without reloading.
 //
-// The live channel only says *that* something changed; the page then re-reads what it shows
-// (at most once per LIVE_MIN_GAP_MS), so one code path draws both the first load and every update,
-// and a missed message cannot leave the screen wrong. When the channel is down the page polls.
+// Live events carry the new state of one zone, lot or camera and are applied as they come; every
+// (re)connection re-reads the whole picture once, so an event missed while the stream was down
+// cannot leave the screen wrong. While the stream is down the page polls every refresh_s.
 
 /* global L, uPlot */
 
@@ -13,19 +13,25 @@ import { formatAgo, formatDuration, formatNumber, formatTime, onLangChange, t } 
 import { createMap, zoneStyle } from "./mapview.js";
 
 const LIVE_MIN_GAP_MS = 1000;
+const RENDER_GAP_MS = 250;
+const SLOW_REFRESH_MS = 60_000; // history and traffic: per-minute figures
 const MAX_LISTED_ZONES = 300;
 const CANVAS_ABOVE = 3000; // SVG keeps each zone a DOM node (focus, tests); canvas scales to city size
-const RANGES = { "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400 };
-const HISTORY_BUCKET = { "6h": "1m", "24h": "15m", "7d": "1h" };
+const RANGES = { "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400 };
+const HISTORY_BUCKET = { "1h": "1m", "6h": "5m", "24h": "15m", "7d": "1h" };
 
 const els = {};
 let cfg, map, zoneLayer;
-const zones = new Map(); // id -> feature properties
+const zones = new Map(); // id -> zone as the API gives it (zones.geojson properties, live `zone` events)
 const layers = new Map(); // id -> Leaflet layer
+const geomKeys = new Map(); // id -> the geometry its layer was drawn from
+const lots = new Map(); // '<site>:<lot>' -> /v1/parking/lots entry
+let renderTimer = null;
+let started = false;
 let selected = null;
 let lotFilter = null;
 let historyPlot = null, trafficPlot = null;
-const live = { ws: null, state: "connecting", pollTimer: null, retry: 0, pending: false, lastRun: 0, timer: null };
+const live = { es: null, state: "connecting", pollTimer: null, retry: 0, pending: false, lastRun: 0, timer: null };
 
 async function main() {
   startPage();
@@ -75,8 +81,11 @@ async function start() {
     map = createMap(els.map, cfg, { label: t("map.label") });
     map.setView(cfg.center ?? [16, 107], cfg.center ? cfg.zoom : 5);
   }
-  await Promise.allSettled([loadZones({ fit: true }), loadTraffic()]);
+  if (started) return;
+  started = true;
+  await Promise.allSettled([loadZones({ fit: true }), loadLots(), loadTraffic()]);
   connectLive();
+  setInterval(() => { loadTraffic(); if (selected) loadHistory(); }, SLOW_REFRESH_MS);
 }
 
 function showLogin(error) {
@@ -96,7 +105,7 @@ async function onLogin(e) {
   await start();
 }
 
-// -- zones ---------------------------------------------------------------------------------
+// -- zones and lots --------------------------------------------------------------------------
 
 async function loadZones({ fit = false } = {}) {
   let fc;
@@ -107,56 +116,73 @@ async function loadZones({ fit = false } = {}) {
     return;
   }
   setStatus(els["zones-status"], "");
+  ensureZoneLayer(fc.features?.length ?? 0);
   const seen = new Set();
-  const fresh = [];
   for (const f of fc.features ?? []) {
-    const p = { ...f.properties };
-    p.id = String(f.id ?? p.id);
+    const p = { ...f.properties, id: String(f.id ?? f.properties.id) };
     seen.add(p.id);
-    const old = zones.get(p.id);
-    zones.set(p.id, p);
-    if (!layers.has(p.id) || JSON.stringify(old?._geometry) !== JSON.stringify(f.geometry)) {
-      fresh.push({ ...f, properties: p });
-      p._geometry = f.geometry;
-    } else {
-      p._geometry = old._geometry;
-    }
+    upsertZone(p, f.geometry, { render: false });
   }
-  for (const id of [...zones.keys()]) {
-    if (!seen.has(id)) { // gone from the site: evict, the page runs for days
-      zones.delete(id);
-      layers.get(id)?.remove();
-      layers.delete(id);
-      if (selected === id) selected = null;
-    }
-  }
-  if (!zoneLayer) {
-    const renderer = zones.size > CANVAS_ABOVE ? L.canvas() : L.svg();
-    zoneLayer = L.featureGroup([], { renderer }).addTo(map);
-  }
-  for (const f of fresh) {
-    layers.get(f.properties.id)?.remove();
-    const layer = L.geoJSON(f, {
-      pointToLayer: (_feat, latlng) => L.circleMarker(latlng, { radius: 9, renderer: zoneLayer.options.renderer }),
-      style: () => ({ renderer: zoneLayer.options.renderer }),
-    }).getLayers()[0];
-    if (!layer) continue;
-    const id = f.properties.id;
-    layer.on("click", () => selectZone(id));
-    layer.bindTooltip(() => zoneTooltip(zones.get(id)));
-    zoneLayer.addLayer(layer);
-    layers.set(id, layer);
-  }
-  for (const id of zones.keys()) styleZone(id);
-  if (fit && zoneLayer.getLayers().length) map.fitBounds(zoneLayer.getBounds(), { padding: [20, 20], maxZoom: 19 });
+  for (const id of [...zones.keys()]) if (!seen.has(id)) removeZone(id, { render: false });
+  if (fit && zoneLayer.getLayers().length) map.fitBounds(zoneLayer.getBounds(), { padding: [40, 40], maxZoom: 19 });
   renderLists();
   if (selected) renderDetail();
+}
+
+function ensureZoneLayer(n) {
+  if (zoneLayer) return;
+  zoneLayer = L.featureGroup([], { renderer: n > CANVAS_ABOVE ? L.canvas() : L.svg() }).addTo(map);
+}
+
+/** One zone's new state, from the full load or a live `zone` event; its map mark is made once. */
+function upsertZone(p, geometry, { render = true } = {}) {
+  const id = p.id;
+  ensureZoneLayer(0);
+  zones.set(id, p);
+  geometry ??= p.lat != null && p.lon != null ? { type: "Point", coordinates: [p.lon, p.lat] } : null;
+  const key = geometry ? JSON.stringify(geometry) : "";
+  if (geomKeys.get(id) !== key) {
+    layers.get(id)?.remove();
+    layers.delete(id);
+    geomKeys.set(id, key);
+    const layer = geometry && L.geoJSON({ type: "Feature", geometry, properties: {} }, {
+      pointToLayer: (_f, latlng) => L.circleMarker(latlng, { radius: 9, renderer: zoneLayer.options.renderer }),
+      style: () => ({ renderer: zoneLayer.options.renderer }),
+    }).getLayers()[0];
+    if (layer) {
+      layer.on("click", () => selectZone(id));
+      layer.bindTooltip(() => zoneTooltip(zones.get(id)));
+      zoneLayer.addLayer(layer);
+      layers.set(id, layer);
+    }
+  }
+  styleZone(id);
+  if (render) scheduleRender(id);
+}
+
+/** A zone gone from the site: forget it (the page runs for days in a control room). */
+function removeZone(id, { render = true } = {}) {
+  zones.delete(id);
+  geomKeys.delete(id);
+  layers.get(id)?.remove();
+  layers.delete(id);
+  if (selected === id) selected = null;
+  if (render) scheduleRender(null);
+}
+
+/**
+ * A zone is stale when the API says so or its camera is offline now: the live stream announces the
+ * camera going offline, not each of its zones, so the page draws that consequence itself.
+ */
+function zoneState(z) {
+  const cam = cameras.get(`${z.site}:${z.camera}`);
+  return occupancyClass({ ...z, stale: z.stale || cam?.online === false });
 }
 
 function styleZone(id) {
   const z = zones.get(id), layer = layers.get(id);
   if (!z || !layer) return;
-  const st = occupancyClass(z);
+  const st = zoneState(z);
   layer.setStyle(zoneStyle(st, id === selected));
   const el = layer.getElement?.();
   if (el) {
@@ -170,30 +196,61 @@ function styleZone(id) {
 function zoneTooltip(z) {
   if (!z) return "";
   const name = z.name || z.zone_id || z.id;
-  return `${name}: ${formatNumber(z.free)} / ${formatNumber(z.total)} ${t("zone.free").toLowerCase()}${z.stale ? ` (${t("legend.stale").toLowerCase()})` : ""}`;
+  const stale = zoneState(z) === "stale" ? ` (${t("legend.stale").toLowerCase()})` : "";
+  return `${name}: ${formatNumber(z.free)} / ${formatNumber(z.total)} ${t("zone.free").toLowerCase()}${stale}`;
+}
+
+/** Live events come in bursts (one per zone of a snapshot): lists are redrawn at most every RENDER_GAP_MS. */
+function scheduleRender(id) {
+  if (id && id === selected) renderDetail();
+  if (renderTimer) return;
+  renderTimer = setTimeout(() => { renderTimer = null; renderLists(); }, RENDER_GAP_MS);
+}
+
+async function loadLots() {
+  try {
+    const body = await getJson(PATHS.lots);
+    lots.clear();
+    for (const l of body.lots ?? []) lots.set(l.id, l);
+  } catch (err) {
+    setStatus(els["zones-status"], t("error.load", { what: t("lots.title").toLowerCase(), msg: errText(err) }), { error: true });
+  }
+  renderLists();
+}
+
+/** Redraws replace the list buttons; keep the keyboard user's place (live updates come every second). */
+function keepFocus(container, attr, draw) {
+  const active = document.activeElement;
+  const key = container.contains(active) ? active.getAttribute(attr) : null;
+  draw();
+  if (key !== null) container.querySelector(`[${attr}="${CSS.escape(key)}"]`)?.focus();
 }
 
 function renderLists() {
-  // Lots: sums over their zones, the unassigned ones in one row.
-  const lots = new Map();
-  for (const z of zones.values()) {
-    const key = z.lot ?? "";
-    const l = lots.get(key) ?? { lot: z.lot, free: 0, total: 0, stale: 0, n: 0 };
-    l.free += z.free; l.total += z.total; l.n += 1; l.stale += z.stale ? 1 : 0;
-    lots.set(key, l);
+  keepFocus(els.lots, "data-lot-key", renderLots);
+  keepFocus(els["zone-list"], "data-zone-id", renderZoneList);
+}
+
+function renderLots() {
+  // Lots as the API sums them (a bay seen by two cameras counts once); zones without a lot in one row.
+  const rows = [...lots.values()].sort((a, b) => String(a.lot).localeCompare(String(b.lot), undefined, { numeric: true }));
+  const loose = [...zones.values()].filter((z) => !z.lot);
+  if (loose.length) {
+    rows.push({ id: "", lot: null, free: loose.reduce((a, z) => a + z.free, 0), total: loose.reduce((a, z) => a + z.total, 0), stale: loose.every((z) => z.stale) });
   }
-  const rows = [...lots.values()].sort((a, b) => (a.lot ?? "\uffff").localeCompare(b.lot ?? "\uffff"));
   const tbody = els.lots.tBodies[0];
   tbody.replaceChildren(...rows.map((l) => {
-    const st = occupancyClass({ free: l.free, total: l.total, stale: l.stale === l.n });
-    const label = l.lot ?? t("lots.nolot");
-    return h("tr", { dataset: { lot: l.lot ?? "" } },
-      h("th", { scope: "row" }, h("button", { type: "button", class: "link", "aria-pressed": String(lotFilter === (l.lot ?? "")), onclick: () => filterLot(l.lot ?? "") }, label)),
+    const st = occupancyClass(l);
+    const key = l.lot ?? "";
+    return h("tr", { dataset: { lot: key } },
+      h("th", { scope: "row" }, h("button", { type: "button", "aria-pressed": String(lotFilter === key), "data-lot-key": key, onclick: () => filterLot(key) }, l.lot ?? t("lots.nolot"))),
       h("td", { class: "num" }, `${formatNumber(l.free)} / ${formatNumber(l.total)}`),
       h("td", {}, h("span", { class: `badge ${st}` }, t(`legend.${st}`))));
   }));
   if (!rows.length) tbody.replaceChildren(h("tr", {}, h("td", { colspan: "3", class: "muted" }, t("lots.none"))));
+}
 
+function renderZoneList() {
   const q = els["zone-filter"].value.trim().toLowerCase();
   const match = [...zones.values()].filter((z) => {
     if (lotFilter !== null && (z.lot ?? "") !== lotFilter) return false;
@@ -203,7 +260,7 @@ function renderLists() {
   match.sort((a, b) => String(a.lot ?? "").localeCompare(String(b.lot ?? "")) || String(a.id).localeCompare(String(b.id), undefined, { numeric: true }));
   els["zone-count"].textContent = t("zones.count", { n: formatNumber(match.length) });
   els["zone-list"].replaceChildren(...match.slice(0, MAX_LISTED_ZONES).map((z) => {
-    const st = occupancyClass(z);
+    const st = zoneState(z);
     return h("li", {}, h("button", {
       type: "button", "aria-pressed": String(z.id === selected), dataset: { zoneId: z.id, state: st }, onclick: () => selectZone(z.id),
     }, h("span", {}, z.name || z.zone_id || z.id, z.lot ? h("span", { class: "muted small" }, ` · ${z.lot}`) : null),
@@ -240,19 +297,25 @@ function renderDetail() {
   els["detail-empty"].hidden = !!z;
   els["detail-body"].hidden = !z;
   if (!z) return;
-  const st = occupancyClass(z);
+  const st = zoneState(z);
+  const stale = st === "stale";
   const updated = parseTime(z.updated_at);
+  const state = z.kind === "space" ? t(z.free > 0 ? "zone.vacant" : "zone.occupied") : t(`legend.${st}`);
   const facts = [
     [t("zone.title"), `${z.name || z.zone_id || z.id}`],
     ["ID", z.id],
-    [t("zone.state"), h("span", { class: `badge ${st}`, id: "detail-state", dataset: { state: st } },
-      z.kind === "space" && z.occupied != null ? t(z.occupied ? "zone.occupied" : "zone.vacant") : t(`legend.${st}`))],
+    [t("zone.state"), h("span", { class: `badge ${st}`, id: "detail-state", dataset: { state: st } }, state)],
     [t("zone.free"), `${formatNumber(z.free)} / ${formatNumber(z.total)}`],
     [t("zone.camera"), z.camera ?? "–"],
     [t("zone.lot"), z.lot ?? "–"],
-    [t("zone.updated"), updated ? `${formatAgo(updated)} (${formatTime(updated)})${z.stale ? ` — ${t("legend.stale")}` : ""}` : "–"],
+    [t("zone.updated"), updated ? `${formatAgo(updated)} (${formatTime(updated)})${stale ? ` — ${t("legend.stale")}` : ""}` : "–"],
   ];
   els["detail-facts"].replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+/** The chart shows the whole period asked for, not just the stretch that has data. */
+function spanSeconds(span) {
+  return [Date.parse(span.from) / 1000, Date.parse(span.to) / 1000];
 }
 
 function rangeParams(range) {
@@ -265,9 +328,10 @@ async function loadHistory() {
   if (!selected) return;
   const id = selected;
   const range = els["history-range"].value;
+  const span = rangeParams(range);
   let body;
   try {
-    body = await getJson(zonePath(PATHS.history, id), { ...rangeParams(range), bucket: HISTORY_BUCKET[range] }, { auth: true });
+    body = await getJson(zonePath(PATHS.history, id), { ...span, bucket: HISTORY_BUCKET[range] }, { auth: true });
   } catch (err) {
     setStatus(els["history-status"], t("error.load", { what: t("zone.title").toLowerCase(), msg: errText(err) }), { error: true });
     return;
@@ -297,7 +361,7 @@ async function loadHistory() {
       { label: "total", stroke: "#57606a", width: 1 },
     ],
     axes: [{}, { label: t("zone.free") }],
-    scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+    scales: { x: { time: true, range: () => spanSeconds(span) }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
   }, [xs, points.map((p) => p.free), points.map((p) => p.min), points.map((p) => p.max), points.map((p) => p.total)], els["history-chart"]);
 }
 
@@ -310,35 +374,57 @@ async function exportHistory() {
 
 // -- cameras -------------------------------------------------------------------------------
 
-let cameras = [];
+const cameras = new Map(); // '<site>:<camera>' -> /v1/cameras entry
 
 async function loadCameras() {
   const body = await getJson(PATHS.cameras, {}, { auth: true });
-  cameras = body.cameras ?? [];
+  cameras.clear();
+  for (const c of body.cameras ?? []) cameras.set(c.id ?? `${c.site}:${c.camera}`, c);
   setStatus(els["cams-status"], "");
   renderCameras();
 }
 
+function upsertCamera(c) {
+  const id = c.id ?? `${c.site}:${c.camera}`;
+  const was = cameras.get(id)?.online;
+  cameras.set(id, c);
+  renderCameras();
+  if (was !== c.online) { // its zones turn stale (or trusted again) with it
+    for (const [zid, z] of zones) if (`${z.site}:${z.camera}` === id) styleZone(zid);
+    scheduleRender(selected);
+  }
+}
+
+/** What the operator must act on: a camera the centre no longer hears is offline whatever it said last. */
+function cameraStatus(c) {
+  if (c.online === false) return "offline";
+  return c.status ?? "unknown";
+}
+
 function renderCameras() {
   const tbody = els.cams.tBodies[0];
-  if (!cameras.length) {
+  if (!cameras.size) {
     tbody.replaceChildren(h("tr", {}, h("td", { colspan: "7", class: "muted" }, t("cams.none"))));
     return;
   }
-  tbody.replaceChildren(...cameras.map((c) => {
-    const status = c.status ?? "unknown";
-    const seen = parseTime(c.last_seen_at ?? c.last_heard_at);
+  const rows = [...cameras.values()].sort((a, b) => String(a.id).localeCompare(String(b.id), undefined, { numeric: true }));
+  tbody.replaceChildren(...rows.map((c) => {
+    const status = cameraStatus(c);
+    const seen = parseTime(c.last_heard_at ?? c.last_seen_at);
     const hl = c.health ?? {};
+    const fps = c.fps ?? hl.fps;
+    const reconnects = c.reconnects ?? hl.reconnects;
     const snapshot = c.snapshot_url
       ? h("img", { src: c.snapshot_url, alt: t("cams.snapshot", { cam: c.camera }), class: "camera-thumb", loading: "lazy" })
       : null;
-    return h("tr", { dataset: { camera: `${c.site}:${c.camera}`, status } },
+    const known = t(`status.${status}`) !== `status.${status}`;
+    return h("tr", { dataset: { camera: c.id ?? `${c.site}:${c.camera}`, status } },
       h("th", { scope: "row" }, c.camera, h("div", { class: "muted small" }, c.site), snapshot),
-      h("td", {}, h("span", { class: `badge ${status}` }, t(`status.${status}`))),
+      h("td", {}, h("span", { class: `badge ${status}` }, known ? t(`status.${status}`) : status)),
       h("td", {}, seen ? h("time", { datetime: seen.toISOString(), title: formatTime(seen) }, formatAgo(seen)) : "–"),
-      h("td", { class: "num" }, hl.fps != null ? formatNumber(hl.fps, { maximumFractionDigits: 1 }) : "–"),
-      h("td", { class: "num" }, hl.reconnects != null ? formatNumber(hl.reconnects) : "–"),
-      h("td", { class: "num" }, formatDuration(hl.last_frame_age_s)),
+      h("td", { class: "num" }, fps != null ? formatNumber(fps, { maximumFractionDigits: 2 }) : "–"),
+      h("td", { class: "num" }, reconnects != null ? formatNumber(reconnects) : "–"),
+      h("td", { class: "num" }, formatDuration(c.last_frame_age_s ?? hl.last_frame_age_s)),
       h("td", { class: "small" }, hl.error || c.detail || ""));
   }));
 }
@@ -346,27 +432,32 @@ function renderCameras() {
 // -- traffic -------------------------------------------------------------------------------
 
 let traffic = [];
+let trafficSpan = null;
 
 async function loadTraffic() {
   const range = els["traffic-range"].value;
+  trafficSpan = rangeParams(range);
   let body;
   try {
-    body = await getJson(PATHS.traffic, { ...rangeParams(range), bucket: els["traffic-bucket"].value, by: "class,direction" }, { auth: true });
+    body = await getJson(PATHS.traffic, { ...trafficSpan, bucket: els["traffic-bucket"].value, by: "class,direction" }, { auth: true });
   } catch (err) {
     setStatus(els["traffic-status"], t("error.load", { what: t("traffic.title").toLowerCase(), msg: errText(err) }), { error: true });
     return;
   }
-  traffic = (body.points ?? body.counts ?? []).map((p) => ({
-    line: String(p.line_id ?? p.line),
-    t: parseTime(p.start ?? p.bucket),
+  traffic = (body.rows ?? []).map((p) => ({
+    line: String(p.line_id),
+    t: parseTime(p.start),
     direction: p.direction ?? "",
-    vclass: p.class ?? p.vclass ?? "",
+    vclass: p.vehicle_class ?? "",
     count: p.count ?? 0,
   })).filter((p) => p.t);
   const lines = [...new Set(traffic.map((p) => p.line))].sort();
   const keep = els["traffic-line"].value;
-  els["traffic-line"].replaceChildren(...lines.map((l) => new Option(l, l)));
+  // '<site>:<camera>:<line>' reads better as 'camera · line' when there is one site.
+  els["traffic-line"].replaceChildren(...lines.map((l) => new Option(l.split(":").slice(1).join(" · ") || l, l)));
   if (lines.includes(keep)) els["traffic-line"].value = keep;
+  els["traffic-line"].disabled = !lines.length;
+  els["traffic-csv"].disabled = !lines.length;
   renderTraffic();
 }
 
@@ -378,7 +469,8 @@ function renderTraffic() {
   els["traffic-chart"].replaceChildren();
   els["traffic-table"].tHead.replaceChildren();
   els["traffic-table"].tBodies[0].replaceChildren();
-  if (!traffic.length) { setStatus(els["traffic-status"], t("traffic.noline")); return; }
+  els["traffic-table"].hidden = !pts.length;
+  if (!traffic.length) { setStatus(els["traffic-status"], t("traffic.none")); return; }
   if (!pts.length) { setStatus(els["traffic-status"], t("traffic.none")); return; }
   setStatus(els["traffic-status"], "");
   const series = [...new Set(pts.map((p) => `${p.direction}\u0000${p.vclass}`))].sort();
@@ -392,12 +484,13 @@ function renderTraffic() {
     totals.set(s, totals.get(s) + p.count);
   }
   const palette = ["#0a58ca", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#57606a"];
-  const name = (s) => { const [d, c] = s.split("\u0000"); return `${d} · ${t(`class.${c}`)}`; };
+  const className = (c) => (t(`class.${c}`) !== `class.${c}` ? t(`class.${c}`) : c);
+  const name = (s) => { const [d, c] = s.split("\u0000"); return `${d} · ${className(c)}`; };
   trafficPlot = new uPlot({
     width: chartWidth(els["traffic-chart"]),
     height: 240,
     series: [{}, ...series.map((s, i) => ({ label: name(s), stroke: palette[i % palette.length], width: 2, points: { show: times.length < 60 } }))],
-    scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+    scales: { x: { time: true, range: () => spanSeconds(trafficSpan) }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
   }, data, els["traffic-chart"]);
   // The same figures as a table: readable without the chart (screen readers, printing).
   const directions = [...new Set(pts.map((p) => p.direction))].sort();
@@ -406,7 +499,7 @@ function renderTraffic() {
     ...directions.map((d) => h("th", { scope: "col", class: "num" }, d)), h("th", { scope: "col", class: "num" }, t("traffic.total"))));
   els["traffic-table"].tBodies[0].replaceChildren(...classes.map((c) => {
     const cells = directions.map((d) => totals.get(`${d}\u0000${c}`) ?? 0);
-    return h("tr", {}, h("th", { scope: "row" }, t(`class.${c}`)), ...cells.map((v) => h("td", { class: "num" }, formatNumber(v))),
+    return h("tr", { dataset: { vclass: c } }, h("th", { scope: "row" }, className(c)), ...cells.map((v) => h("td", { class: "num" }, formatNumber(v))),
       h("td", { class: "num" }, formatNumber(cells.reduce((a, b) => a + b, 0))));
   }));
 }
@@ -420,33 +513,40 @@ async function exportTraffic() {
 
 // -- live updates --------------------------------------------------------------------------
 
+/**
+ * Server-Sent Events (/v1/live): each `zone`, `lot` and `camera` event carries the new state,
+ * applied as it comes. On (re)connect everything is re-read once, so nothing missed while the
+ * stream was down stays wrong; while it is down the page polls every refresh_s.
+ */
 function connectLive() {
-  if (live.ws) return;
-  const u = url(PATHS.live);
-  u.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if (live.es) return;
   const key = apiKey.get();
-  if (key) u.searchParams.set("key", key); // browsers cannot send headers on a WebSocket
-  let ws;
-  try {
-    ws = new WebSocket(u);
-  } catch {
-    startPolling();
-    return;
-  }
-  live.ws = ws;
-  ws.addEventListener("open", () => {
+  // EventSource cannot send headers: the key goes in the query, as the API documents for browsers.
+  const es = new EventSource(url(PATHS.live, { api_key: key || undefined }));
+  live.es = es;
+  es.addEventListener("open", () => {
     live.retry = 0;
     stopPolling();
     setLive("live");
-    refresh(); // whatever changed while we were away
+    refresh();
   });
-  ws.addEventListener("message", () => refresh());
-  ws.addEventListener("close", () => {
-    live.ws = null;
+  const on = (kind, fn) => es.addEventListener(kind, (e) => {
+    try { fn(JSON.parse(e.data)); } catch (err) { console.warn(`live ${kind}:`, err); }
+  });
+  on("zone", (z) => upsertZone(z));
+  on("zone_removed", (z) => removeZone(z.id));
+  on("lot", (l) => { lots.set(l.id, l); scheduleRender(null); });
+  on("camera", (c) => upsertCamera(c));
+  es.addEventListener("error", () => {
     startPolling();
-    // Reconnect with back-off (1 s, 2 s, ... 30 s): an API restart must not need a page reload.
-    const delay = Math.min(30_000, 1000 * 2 ** live.retry++);
-    setTimeout(connectLive, delay);
+    if (es.readyState === EventSource.CLOSED) {
+      // Refused (e.g. a key revoked) or the server gone for good: try again later, with back-off.
+      es.close();
+      live.es = null;
+      setTimeout(connectLive, Math.min(60_000, 2000 * 2 ** live.retry++));
+    } else {
+      setLive("connecting"); // EventSource retries by itself (the API asks for 3 s)
+    }
   });
 }
 
@@ -461,7 +561,7 @@ function stopPolling() {
   live.pollTimer = null;
 }
 
-/** Re-read what the page shows; bursts of messages collapse into one refresh per LIVE_MIN_GAP_MS. */
+/** Re-read zones, lots and cameras; calls close together collapse into one per LIVE_MIN_GAP_MS. */
 function refresh() {
   if (live.timer) { live.pending = true; return; }
   const wait = Math.max(0, live.lastRun + LIVE_MIN_GAP_MS - Date.now());
@@ -469,7 +569,7 @@ function refresh() {
     live.lastRun = Date.now();
     live.pending = false;
     try {
-      await Promise.allSettled([loadZones(), loadCameras().catch(showError(els["cams-status"]))]);
+      await Promise.allSettled([loadZones(), loadLots(), loadCameras().catch(showError(els["cams-status"]))]);
     } finally {
       live.timer = null;
       if (live.pending) refresh();
@@ -489,7 +589,7 @@ function renderAll() {
   renderLists();
   renderDetail();
   renderCameras();
-  if (traffic.length) renderTraffic();
+  renderTraffic();
   if (selected) loadHistory();
 }
 

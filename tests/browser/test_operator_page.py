@@ -1,0 +1,209 @@
+"""The operator dashboard in Debian's Chromium against the real API process and a real broker.
+
+The headline check of the issue: with the page open, an occupancy event published over MQTT turns
+a zone from free to occupied on the map and in the lists, over the API's live stream, without a
+reload. Also: cameras with status, a zone's history chart, traffic counts per line, class and
+direction with a bin selector, the sign-in when keys exist, and WCAG AA (axe) on three screen sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cityeye.events.schema import AreaState, CameraStatus, LineCounts, SpaceState, TrafficEvent
+from cityeye.events.topics import TopicKind, topic_for
+from tests.browser.conftest import SITE, ApiServer, Edge, Tab, north, start_api, stop_api, wait_until
+from tests.conftest import Broker
+
+pytestmark = pytest.mark.e2e
+
+CAM = "bach-dang-01"
+LON = 108.2208
+
+
+def bays(occupied: set[str]) -> list[SpaceState | AreaState]:
+    """Lot 'Bach Dang' with six bays in a row, plus a kerbside area with no lot."""
+    out: list[SpaceState | AreaState] = [
+        SpaceState(
+            id=f"B{i}",
+            name=f"B{i}",
+            occupied=f"B{i}" in occupied,
+            score=0.9 if f"B{i}" in occupied else 0.05,
+            lat=north(40 + 8 * i),
+            lon=LON,
+            lot="Bach Dang",
+        )
+        for i in range(1, 7)
+    ]
+    out.append(
+        AreaState(id="kerb", name="Tran Phu kerb", vehicles=3, capacity=10, lat=north(20), lon=LON + 0.0008)
+    )
+    return out
+
+
+def zone_uid(zone: str) -> str:
+    return f"{SITE}:{CAM}:{zone}"
+
+
+def test_zone_turns_occupied_live_without_reload(
+    api: ApiServer, edge: Callable[[str], Edge], new_tab: Callable[..., Tab]
+) -> None:
+    from playwright.sync_api import expect
+
+    cam = edge(CAM)
+    cam.status(CameraStatus.STREAMING)
+    cam.health(fps=0.5, reconnects=2, last_frame_age_s=1.5)
+    cam.occupancy(bays(occupied={"B2", "B5"}))
+    wait_until("zones in the API", lambda: len(api.get("/v1/parking/zones.geojson")["features"]) == 7)
+
+    tab = new_tab(viewport=(1440, 900))
+    page = tab.page
+    page.goto(f"{api.url}/operator")
+    b1 = page.locator(f'path.zone[data-zone-id="{zone_uid("B1")}"]')
+    expect(b1).to_have_attribute("data-state", "free")
+    expect(page.locator(f'path.zone[data-zone-id="{zone_uid("B2")}"]')).to_have_attribute(
+        "data-state", "full"
+    )
+    expect(page.locator("path.zone")).to_have_count(7)
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    lot_row = page.locator('#lots tr[data-lot="Bach Dang"]')
+    expect(lot_row).to_contain_text("4 / 6")
+    cams = page.locator(f'#cams tr[data-camera="{SITE}:{CAM}"]')
+    expect(cams).to_have_attribute("data-status", "streaming")
+    expect(cams).to_contain_text("0.5")  # fps
+    page.get_by_role("button", name="B1 · Bach Dang").click()
+    expect(page.locator("#detail-state")).to_have_text("Free")
+    tab.shot("operator-before")
+
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    cam.occupancy(bays(occupied={"B1", "B2", "B5"}))
+    expect(b1).to_have_attribute("data-state", "full", timeout=10_000)
+    expect(page.locator(f'#zone-list button[data-zone-id="{zone_uid("B1")}"]')).to_have_attribute(
+        "data-state", "full"
+    )
+    expect(page.locator("#detail-state")).to_have_text("Occupied")
+    expect(lot_row).to_contain_text("3 / 6")
+    assert page.evaluate("window.__sameDocument") is True
+    # The history chart of the selected zone has the two snapshots' minute.
+    expect(page.locator("#history-chart .uplot")).to_have_count(1)
+    tab.shot("operator-after")
+
+    # The camera dies: its Last Will arrives as `offline` and the row says so, live.
+    cam.status(CameraStatus.OFFLINE, detail="connection lost (Last Will)")
+    expect(cams).to_have_attribute("data-status", "offline", timeout=10_000)
+    expect(cams).to_contain_text("connection lost")
+    expect(b1).to_have_attribute("data-state", "stale")
+    tab.assert_no_errors()
+
+
+def test_traffic_counts_per_line_class_and_direction(
+    api: ApiServer, mosquitto: Broker, edge: Callable[[str], Edge], new_tab: Callable[..., Tab]
+) -> None:
+    from playwright.sync_api import expect
+
+    cam = edge("nguyen-van-linh-02")
+    cam.status(CameraStatus.STREAMING)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+    for minute in range(20):
+        t0 = start + timedelta(minutes=minute)
+        ev = TrafficEvent(
+            site=SITE,
+            camera="nguyen-van-linh-02",
+            event_id=f"nvl:traffic:{t0.isoformat()}",
+            observed_at=t0 + timedelta(minutes=1),
+            bin_start=t0,
+            bin_s=60,
+            lines=[
+                LineCounts(
+                    line_id="stop-line",
+                    counts={"inbound": {"car": 2, "motorcycle": 10}, "outbound": {"car": 1, "motorcycle": 7}},
+                )
+            ],
+        )
+        info = cam.client.publish(
+            topic_for(SITE, "nguyen-van-linh-02", TopicKind.TRAFFIC), ev.model_dump_json(), qos=1
+        )
+        info.wait_for_publish(timeout=5)
+    wait_until(
+        "traffic rows in the API",
+        lambda: sum(r["count"] for r in api.get("/v1/traffic/counts", bucket="1h")["rows"]) == 20 * 20,
+    )
+
+    tab = new_tab(viewport=(1920, 1080))
+    page = tab.page
+    page.goto(f"{api.url}/operator")
+    line = f"{SITE}:nguyen-van-linh-02:stop-line"
+    expect(page.locator("#traffic-line")).to_have_value(line)
+    table = page.locator("#traffic-table")
+    expect(table.locator('tr[data-vclass="motorcycle"]')).to_contain_text("200")  # inbound, 20 x 10
+    expect(table.locator('tr[data-vclass="motorcycle"]')).to_contain_text("340")  # total
+    expect(table.locator('tr[data-vclass="car"]')).to_contain_text("60")
+    expect(page.locator("#traffic-chart .uplot")).to_have_count(1)
+    # 5-minute bins: four series (2 directions x 2 classes) over 4-5 bins; the totals do not change.
+    page.select_option("#traffic-bucket", "5m")
+    expect(table.locator('tr[data-vclass="motorcycle"]')).to_contain_text("340")
+    expect(page.locator("#traffic-chart .u-legend .u-series")).to_have_count(5)  # x + four series
+    tab.shot("operator-control-room")
+    tab.assert_no_errors()
+
+
+def test_sign_in_with_an_operator_key(tmp_path: Path, mosquitto: Broker, new_tab: Callable[..., Tab]) -> None:
+    """Once keys exist the loopback exception ends: the page asks for a key and keeps it per tab."""
+    from playwright.sync_api import expect
+
+    good = "op-" + "k" * 30
+    server = start_api(tmp_path, mosquitto, env={"CITYEYE_API_KEYS": f"operator:{good}"})
+    try:
+        tab = new_tab(viewport=(390, 844), mobile=True)
+        page = tab.page
+        page.goto(f"{server.url}/operator")
+        expect(page.locator("#login")).to_be_visible()
+        expect(page.locator("#main")).to_be_hidden()
+        page.get_by_label("API key").fill("wrong-" + "x" * 30)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#login-error")).to_contain_text("refused (401)")
+        page.get_by_label("API key").fill(good)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#main")).to_be_visible()
+        expect(page.locator("#live")).to_have_attribute("data-state", "live")  # the key reached the stream
+        tab.shot("operator-phone")
+        page.reload()  # sessionStorage: still signed in in this tab
+        expect(page.locator("#main")).to_be_visible()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.locator("#login")).to_be_visible()
+        # The refused key is a 401 the browser logs; nothing else may be.
+        assert [e for e in tab.errors if "401" not in e] == []
+    finally:
+        stop_api(server)
+
+
+@pytest.mark.parametrize(
+    "viewport", [(390, 844), (1440, 900), (1920, 1080)], ids=["phone", "desktop", "wall"]
+)
+def test_accessible_at_every_size(
+    api: ApiServer, edge: Callable[[str], Edge], new_tab: Callable[..., Tab], viewport: tuple[int, int]
+) -> None:
+    from playwright.sync_api import expect
+
+    cam = edge(CAM)
+    cam.status(CameraStatus.STREAMING)
+    cam.occupancy(bays(occupied={"B3"}))
+    wait_until("zones in the API", lambda: len(api.get("/v1/parking/zones.geojson")["features"]) == 7)
+    tab = new_tab(viewport=viewport, mobile=viewport[0] < 500)
+    page = tab.page
+    page.goto(f"{api.url}/operator")
+    expect(page.locator("path.zone")).to_have_count(7)
+    # Keyboard: the zone list reaches the history without a mouse.
+    page.locator(f'#zone-list button[data-zone-id="{zone_uid("B3")}"]').focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#detail-state")).to_have_text("Occupied")
+    violations = tab.axe()
+    assert not violations, [(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in violations]
+    # Nothing wider than the screen (no sideways scrolling on a phone).
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
+    tab.shot(f"operator-{viewport[0]}x{viewport[1]}")
+    tab.assert_no_errors()
