@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
     print(f"cityeye api: serving site {cfg.site} on http://{shown}:{bound[1]}/ (docs at /docs)", flush=True)
     # log_config=None: uvicorn's loggers propagate to the root handler cityeye set up on stderr.
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    # A bounded graceful stop: open live streams (SSE) would otherwise hold a Ctrl-C forever.
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5))
     try:
         server.run(sockets=[sock])
     finally:
