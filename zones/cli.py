@@ -1,4 +1,5 @@
-"""`cityeye occupancy`, `cityeye zones import-pklot|import-ultralytics|georef`, `cityeye calibrate`.
+"""`cityeye occupancy`, `cityeye zones import-pklot|import-ultralytics|import-labelme|georef|project`,
+`cityeye calibrate`.
 
 JSON goes to stdout (one object per line for ``occupancy --json``), progress to stderr.
 """
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cityeye.events.schema import AreaState, SpaceState
-from cityeye.zones.calibration import Calibration, load_calibration
+from cityeye.zones.calibration import Calibration, CalibrationError, fit, haversine_m, load_calibration
 from cityeye.zones.config import ParkingConfig
 from cityeye.zones.model import ZoneError, load_zones, parse_zones, zones_to_geojson
 from cityeye.zones.occupancy import DEFAULT_RULE, OccupancyJudge, OccupancyRule
@@ -154,11 +155,75 @@ def calibration_report(cal: Calibration) -> dict[str, Any]:
         ],
         "rms_m": cal.reprojection_error_m(),
         "max_m": float(errors.max()),
+        **_holdout(cal),
     }
 
 
+def _holdout(cal: Calibration) -> dict[str, Any]:
+    """Leave-one-out figures. With 4 pairs a homography fits exactly (0 m) whatever their quality;
+    from 5 pairs on, ``holdout_errors_m[i]`` is pair i's error under the fit of the others, and
+    from 6 pairs on, the ``suspect_pair`` is the one without which the others agree (a fit of
+    the rest to under half the overall RMS), the pair to re-survey."""
+    n = len(cal.pixels)
+    out: dict[str, Any] = {"holdout_errors_m": None, "holdout_max_m": None, "suspect_pair": None}
+    if n < 5:
+        return out
+    errs, rest = [], []
+    for i in range(n):
+        keep = [j for j in range(n) if j != i]
+        try:
+            sub = fit(np.stack([cal.pixels[keep], cal.lonlats[keep]], axis=1))
+        except CalibrationError:
+            errs.append(float("inf"))  # the others alone are degenerate: this pair is essential
+            rest.append(float("inf"))
+            continue
+        errs.append(float(haversine_m(sub.pixel_to_lonlat(cal.pixels[i : i + 1]), cal.lonlats[i : i + 1])[0]))
+        rest.append(sub.reprojection_error_m())
+    out["holdout_errors_m"], out["holdout_max_m"] = errs, max(errs)
+    best = int(np.argmin(rest))
+    if n >= 6 and rest[best] < 0.5 * cal.reprojection_error_m():
+        out["suspect_pair"] = best
+    return out
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
-    print(json.dumps(calibration_report(load_calibration(args.calibration)), indent=1))
+    report = calibration_report(load_calibration(args.calibration))
+    print(json.dumps(report, indent=1))
+    if args.max_error_m is not None:
+        fitted = [e["error_m"] for e in report["errors_m"]]
+        worst = max(fitted + (report["holdout_errors_m"] or []))
+        if worst > args.max_error_m:
+            which = report["suspect_pair"]
+            if which is None:
+                which = int(np.argmax(fitted))
+            px = report["errors_m"][which]["pixel"]
+            raise _usage_error(
+                f"{args.calibration}: pairs disagree by up to {worst:.2f} m (limit {args.max_error_m} m); "
+                f"check pair {which} (pixel {px}) first: its lon/lat and pixel, or survey more points"
+            )
+    return 0
+
+
+def run_project(args: argparse.Namespace) -> int:
+    import cv2
+
+    from cityeye.zones.project import draw_zones
+
+    calibration = load_calibration(args.calibration) if args.calibration else None
+    zones = load_zones(args.zones, calibration)
+    image = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if image is None:
+        raise _usage_error(f"{args.image}: cannot be read as an image (a .jpg/.png camera frame is expected)")
+    proj = draw_zones(np.asarray(image, dtype=np.uint8), zones, calibration)
+    if not cv2.imwrite(args.out, proj.image):
+        raise _usage_error(f"{args.out}: cannot write the image (give a .png or .jpg in a writable folder)")
+    print(json.dumps({
+        "out": args.out,
+        "zones": len(zones),
+        "outside": proj.outside,
+        "partial": proj.partial,
+        "calibration_rms_m": None if calibration is None else calibration.reprojection_error_m(),
+    }))
     return 0
 
 
@@ -205,6 +270,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--out", help="output GeoJSON (default: stdout)")
     g.set_defaults(func=run_georef)
 
+    pr = zsub.add_parser("project", help="draw the zones on a camera frame (PNG) to check their alignment")
+    pr.add_argument("zones", metavar="ZONES.geojson")
+    pr.add_argument("--image", required=True, help="a frame of the camera")
+    pr.add_argument("--calibration", help="calibration JSON of the camera (needed for WGS84 zones)")
+    pr.add_argument("--out", required=True, help="output image (.png)")
+    pr.set_defaults(func=run_project)
+
     c = sub.add_parser("calibrate", help="fit a calibration file; print the homography and its errors")
     c.add_argument("calibration", metavar="CAL.json")
+    c.add_argument("--max-error-m", type=float,
+                   help="exit 2 when a pair is off by more than this, fitted or left out (metres)")
     c.set_defaults(func=run_calibrate)
