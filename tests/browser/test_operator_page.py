@@ -207,3 +207,50 @@ def test_accessible_at_every_size(
     assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
     tab.shot(f"operator-{viewport[0]}x{viewport[1]}")
     tab.assert_no_errors()
+
+
+def test_city_scale_map_draws_on_canvas_and_stays_live(
+    api: ApiServer, edge: Callable[[str], Edge], new_tab: Callable[..., Tab]
+) -> None:
+    """Past CANVAS_ABOVE (3000) zones the map switches to one canvas; lists stay capped and live."""
+    from playwright.sync_api import expect
+
+    n_cams, per_cam = 4, 1000
+
+    def lot(c: int, occupied_every: int) -> list[SpaceState | AreaState]:
+        return [
+            SpaceState(
+                id=f"S{i}",
+                occupied=i % occupied_every == 0,
+                score=0.5,
+                lat=north(5 * i),
+                lon=LON + 0.001 * c,
+                lot=f"L{c}",
+            )
+            for i in range(per_cam)
+        ]
+
+    for c in range(n_cams):
+        cam = edge(f"cam{c}")
+        cam.status()
+        cam.occupancy(lot(c, occupied_every=3))
+    wait_until(
+        "4000 zones in the API",
+        lambda: len(api.get("/v1/parking/zones.geojson")["features"]) == n_cams * per_cam,
+        timeout=60,
+    )
+    tab = new_tab(viewport=(1920, 1080))
+    page = tab.page
+    page.goto(f"{api.url}/operator")
+    expect(page.locator("#zone-count")).to_have_text("4,000 zones", timeout=20_000)
+    expect(page.locator(".leaflet-overlay-pane canvas")).to_have_count(1)
+    expect(page.locator("path.zone")).to_have_count(0)
+    expect(page.locator("#zone-list li")).to_have_count(300)  # the list is capped; the filter narrows it
+    expect(page.locator('#lots tr[data-lot="L0"]')).to_contain_text("666 / 1,000")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    edge("cam0").occupancy(lot(0, occupied_every=1))  # the whole lot fills up
+    expect(page.locator('#lots tr[data-lot="L0"]')).to_contain_text("0 / 1,000", timeout=20_000)
+    page.get_by_label("Filter zones").fill("cam0:S99")
+    expect(page.locator("#zone-list button")).to_have_count(11)  # S99 and S990..S999 of cam0
+    expect(page.locator("#zone-count")).to_have_text("11 zones")
+    tab.assert_no_errors()

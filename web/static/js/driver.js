@@ -10,7 +10,7 @@
 
 import { ApiError, PATHS, fetchConfig, getJson, parseTime } from "./api.js";
 import { h, setStatus, startPage } from "./common.js";
-import { formatAgo, formatDistance, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
+import { formatAgo, formatDistance, formatNumber, formatTime, onLangChange, t, tn } from "./i18n.js";
 import { createMap, meIcon, numberedIcon } from "./mapview.js";
 
 const MAX_ZONES = 200; // the API's limit per request: the nearest 200 zones with room
@@ -207,7 +207,7 @@ function render() {
     setStatus(els.status, t("driver.none", { r: formatDistance(Number(els.radius.value)) }));
   } else if (state.searched) {
     const where = `${formatNumber(state.point.lat, { maximumFractionDigits: 4 })}, ${formatNumber(state.point.lon, { maximumFractionDigits: 4 })}`;
-    setStatus(els.status, t("driver.found", { n: shown.length, where }));
+    setStatus(els.status, tn("driver.found", shown.length, { where }));
   }
   if (state.error && state.results.length) return; // keep the last good list on screen
   els.results.replaceChildren(...shown.map((g, i) => resultItem(g, i + 1)));

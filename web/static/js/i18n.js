@@ -30,7 +30,8 @@ const STRINGS = {
     "lots.none": "No parking zones reported yet.",
     "lots.nolot": "Zones without a lot",
     "zones.filter": "Filter zones",
-    "zones.count": "{n} zones",
+    "zones.count.one": "1 zone",
+    "zones.count.other": "{n} zones",
     "zone.title": "Zone",
     "zone.pick": "Choose a zone on the map or in the list to see its history.",
     "zone.free": "Free",
@@ -103,7 +104,8 @@ const STRINGS = {
     "driver.map": "Map of free parking near the chosen point",
     "driver.none": "No free parking within {r}. Try a larger distance.",
     "driver.choose": "Choose where you want to park: use your location or tap the map.",
-    "driver.found": "{n} places with free spots near {where}.",
+    "driver.found.one": "1 place with free spots near {where}.",
+    "driver.found.other": "{n} places with free spots near {where}.",
     "driver.free": "{free} free",
     "driver.of": "of {total}",
     "driver.away": "{d} away",
@@ -144,7 +146,8 @@ const STRINGS = {
     "lots.none": "Chưa có khu vực đỗ xe nào được báo về.",
     "lots.nolot": "Khu vực không thuộc bãi",
     "zones.filter": "Lọc khu vực",
-    "zones.count": "{n} khu vực",
+    "zones.count.one": "{n} khu vực",
+    "zones.count.other": "{n} khu vực",
     "zone.title": "Khu vực",
     "zone.pick": "Chọn một khu vực trên bản đồ hoặc trong danh sách để xem lịch sử.",
     "zone.free": "Còn trống",
@@ -217,7 +220,8 @@ const STRINGS = {
     "driver.map": "Bản đồ chỗ đỗ còn trống gần điểm đã chọn",
     "driver.none": "Không có chỗ trống trong phạm vi {r}. Hãy thử khoảng cách lớn hơn.",
     "driver.choose": "Chọn nơi bạn muốn đỗ: dùng vị trí của bạn hoặc chạm vào bản đồ.",
-    "driver.found": "{n} điểm còn chỗ trống gần {where}.",
+    "driver.found.one": "{n} điểm còn chỗ trống gần {where}.",
+    "driver.found.other": "{n} điểm còn chỗ trống gần {where}.",
     "driver.free": "{free} chỗ trống",
     "driver.of": "trên {total}",
     "driver.away": "cách {d}",
@@ -257,6 +261,14 @@ export function lang() { return current; }
 export function t(key, vars = {}) {
   const s = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? String(vars[k]) : `{${k}}`));
+}
+
+/** Plural-aware t(): looks up `${key}.${rule}` (Intl.PluralRules: one, other, ...), then `${key}.other`. */
+export function tn(key, n, vars = {}) {
+  const rule = new Intl.PluralRules(current).select(n);
+  const dict = STRINGS[current];
+  const k = `${key}.${rule}` in dict ? `${key}.${rule}` : `${key}.other`;
+  return t(k, { n: formatNumber(n), ...vars });
 }
 
 export function setLang(l) {

@@ -19,6 +19,8 @@ export function createMap(el, cfg, { label } = {}) {
     graticule().addTo(map);
   }
   L.control.scale({ imperial: false }).addTo(map);
+  // Leaflet measures its box once; the grid layouts resize it (fonts, panels, rotation of a phone).
+  new ResizeObserver(() => map.invalidateSize({ pan: false })).observe(el);
   if (label) el.setAttribute("aria-label", label);
   map.attributionControl.setPrefix(false);
   return map;
@@ -42,8 +44,8 @@ function graticule() {
       group.addLayer(L.polyline([[y, b.getWest()], [y, b.getEast()]], style));
     }
   };
-  group.on("add", (e) => { map = e.target._map; map.on("moveend", redraw); if (map._loaded) redraw(); else map.whenReady(redraw); });
-  group.on("remove", () => { map?.off("moveend", redraw); map = null; });
+  group.on("add", (e) => { map = e.target._map; map.on("moveend resize", redraw); if (map._loaded) redraw(); else map.whenReady(redraw); });
+  group.on("remove", () => { map?.off("moveend resize", redraw); map = null; });
   return group;
 }
 

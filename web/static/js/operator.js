@@ -9,7 +9,7 @@
 
 import { ApiError, PATHS, apiKey, download, fetchConfig, getJson, occupancyClass, parseTime, url, zonePath } from "./api.js";
 import { h, setStatus, startPage } from "./common.js";
-import { formatAgo, formatDuration, formatNumber, formatTime, onLangChange, t } from "./i18n.js";
+import { formatAgo, formatDuration, formatNumber, formatTime, onLangChange, t, tn } from "./i18n.js";
 import { createMap, zoneStyle } from "./mapview.js";
 
 const LIVE_MIN_GAP_MS = 1000;
@@ -72,7 +72,8 @@ async function start() {
       showLogin(apiKey.get() ? t("login.bad", { status: err.status }) : "");
       return;
     }
-    throw err;
+    // Server unreachable or failing: show what can be shown; polling and the stream retry.
+    setStatus(els["cams-status"], t("error.load", { what: t("cams.title").toLowerCase(), msg: errText(err) }), { error: true });
   }
   els.login.hidden = true;
   els.main.hidden = false;
@@ -134,10 +135,23 @@ function ensureZoneLayer(n) {
   zoneLayer = L.featureGroup([], { renderer: n > CANVAS_ABOVE ? L.canvas() : L.svg() }).addTo(map);
 }
 
+/**
+ * Whether `next` may replace `cur`. A full re-read and live events race (the reply to a request
+ * sent before an event can arrive after it), so a state never replaces a strictly newer one.
+ */
+function newer(next, cur, fields) {
+  if (!cur) return true;
+  const when = (o) => Math.max(...fields.map((f) => (o[f] ? Date.parse(o[f]) : 0)));
+  return when(next) >= when(cur);
+}
+const ZONE_TIME = ["updated_at"];
+const CAMERA_TIME = ["status_at", "last_heard_at", "health_at"];
+
 /** One zone's new state, from the full load or a live `zone` event; its map mark is made once. */
 function upsertZone(p, geometry, { render = true } = {}) {
   const id = p.id;
   ensureZoneLayer(0);
+  if (!newer(p, zones.get(id), ZONE_TIME)) return;
   zones.set(id, p);
   geometry ??= p.lat != null && p.lon != null ? { type: "Point", coordinates: [p.lon, p.lat] } : null;
   const key = geometry ? JSON.stringify(geometry) : "";
@@ -210,8 +224,12 @@ function scheduleRender(id) {
 async function loadLots() {
   try {
     const body = await getJson(PATHS.lots);
-    lots.clear();
-    for (const l of body.lots ?? []) lots.set(l.id, l);
+    const seen = new Set();
+    for (const l of body.lots ?? []) {
+      seen.add(l.id);
+      if (newer(l, lots.get(l.id), ZONE_TIME)) lots.set(l.id, l);
+    }
+    for (const id of [...lots.keys()]) if (!seen.has(id)) lots.delete(id);
   } catch (err) {
     setStatus(els["zones-status"], t("error.load", { what: t("lots.title").toLowerCase(), msg: errText(err) }), { error: true });
   }
@@ -258,7 +276,7 @@ function renderZoneList() {
     return [z.id, z.name, z.lot, z.camera].some((v) => v && String(v).toLowerCase().includes(q));
   });
   match.sort((a, b) => String(a.lot ?? "").localeCompare(String(b.lot ?? "")) || String(a.id).localeCompare(String(b.id), undefined, { numeric: true }));
-  els["zone-count"].textContent = t("zones.count", { n: formatNumber(match.length) });
+  els["zone-count"].textContent = tn("zones.count", match.length);
   els["zone-list"].replaceChildren(...match.slice(0, MAX_LISTED_ZONES).map((z) => {
     const st = zoneState(z);
     return h("li", {}, h("button", {
@@ -378,14 +396,20 @@ const cameras = new Map(); // '<site>:<camera>' -> /v1/cameras entry
 
 async function loadCameras() {
   const body = await getJson(PATHS.cameras, {}, { auth: true });
-  cameras.clear();
-  for (const c of body.cameras ?? []) cameras.set(c.id ?? `${c.site}:${c.camera}`, c);
+  const seen = new Set();
+  for (const c of body.cameras ?? []) {
+    const id = c.id ?? `${c.site}:${c.camera}`;
+    seen.add(id);
+    if (newer(c, cameras.get(id), CAMERA_TIME)) cameras.set(id, c);
+  }
+  for (const id of [...cameras.keys()]) if (!seen.has(id)) cameras.delete(id);
   setStatus(els["cams-status"], "");
   renderCameras();
 }
 
 function upsertCamera(c) {
   const id = c.id ?? `${c.site}:${c.camera}`;
+  if (!newer(c, cameras.get(id), CAMERA_TIME)) return;
   const was = cameras.get(id)?.online;
   cameras.set(id, c);
   renderCameras();
@@ -535,7 +559,7 @@ function connectLive() {
   });
   on("zone", (z) => upsertZone(z));
   on("zone_removed", (z) => removeZone(z.id));
-  on("lot", (l) => { lots.set(l.id, l); scheduleRender(null); });
+  on("lot", (l) => { if (newer(l, lots.get(l.id), ZONE_TIME)) lots.set(l.id, l); scheduleRender(null); });
   on("camera", (c) => upsertCamera(c));
   es.addEventListener("error", () => {
     startPolling();
