@@ -599,6 +599,61 @@ def traffic_counts(
     return _json({"bucket": bucket, "start": iso(s), "end": iso(e), "by": dims, "rows": rows})
 
 
+class OverstayOut(BaseModel):
+    id: str = Field(description="Event id of the overstay.")
+    zone: str = Field(description="'<site>:<camera>:<zone id>' of the space.")
+    site: str
+    camera: str
+    zone_id: str
+    lot: str | None
+    since: datetime = Field(description="When the vehicle arrived.")
+    dwell_s: float = Field(description="Seconds occupied when reported.")
+    limit_s: float = Field(description="The space's dwell limit.")
+    observed_at: datetime
+
+
+class OverstaysResponse(BaseModel):
+    start: datetime
+    end: datetime
+    overstays: list[OverstayOut]
+
+
+@operators.get(
+    "/parking/overstays", response_model=OverstaysResponse, responses={200: {"content": {"text/csv": {}}}}
+)
+def overstays(
+    _who: Operator,
+    store: StoreDep,
+    request: Request,
+    start: Annotated[
+        datetime | None, Query(alias="from", description="Start (ISO 8601; default to - 24 h).")
+    ] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="End, exclusive (default now).")] = None,
+    lot: Annotated[str | None, Query(max_length=128, description="Only spaces of this lot.")] = None,
+    fmt: FormatQ = "auto",
+) -> Response:
+    """Spaces occupied past their dwell limit (reported once per stay by the edge), newest first."""
+    s, e = _span(start, end)
+    rows = [
+        {
+            "id": o.event_id,
+            "zone": f"{o.site}:{o.camera}:{o.zone_id}",
+            "site": o.site,
+            "camera": o.camera,
+            "zone_id": o.zone_id,
+            "lot": o.lot,
+            "since": iso(o.since),
+            "dwell_s": o.dwell_s,
+            "limit_s": o.limit_s,
+            "observed_at": iso(o.observed_at),
+        }
+        for o in store.overstays(start=s, end=e, lot=lot)
+    ]
+    if _wants_csv(request, fmt):
+        return _csv(rows, list(OverstayOut.model_fields), "overstays.csv")
+    return _json({"start": iso(s), "end": iso(e), "overstays": rows})
+
+
 @operators.get("/cameras", response_model=CamerasResponse)
 async def cameras(_who: Operator, index: IndexDep) -> Response:
     """Every camera the centre has heard of: status, liveness, fps, last frame, reconnects."""

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from cityeye.api.store import ApplyResult, Event, Store
 from cityeye.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
-from cityeye.events.schema import HealthEvent, OccupancyEvent, StatusEvent, TrafficEvent
+from cityeye.events.schema import HealthEvent, OccupancyEvent, OverstayEvent, StatusEvent, TrafficEvent
 from cityeye.events.topics import ROOT, Topic, TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,14 @@ DEFAULT_TOPIC_FILTER = f"{ROOT}/+/+/+"
 """Every site, camera and kind."""
 
 SCHEMAS: dict[
-    TopicKind, type[OccupancyEvent] | type[StatusEvent] | type[HealthEvent] | type[TrafficEvent]
+    TopicKind,
+    type[OccupancyEvent] | type[StatusEvent] | type[HealthEvent] | type[TrafficEvent] | type[OverstayEvent],
 ] = {
     TopicKind.OCCUPANCY: OccupancyEvent,
     TopicKind.STATUS: StatusEvent,
     TopicKind.HEALTH: HealthEvent,
     TopicKind.TRAFFIC: TrafficEvent,
+    TopicKind.OVERSTAY: OverstayEvent,
 }
 
 REJECT_LOG_INTERVAL_S = 10.0
@@ -370,7 +372,13 @@ class MqttIngest:
 
     @staticmethod
     def _parse(t: Topic, payload: bytes) -> Event | Handled:
-        schema = SCHEMAS[t.kind]
+        schema = SCHEMAS.get(t.kind)
+        if schema is None:  # a kind newer than this API: count it, never crash on it
+            return Handled(
+                Outcome.REJECTED,
+                Reason.UNKNOWN_KIND,
+                f"this API version does not handle {t.kind.value} events",
+            )
         try:
             event = schema.model_validate_json(payload)
         except ValidationError as exc:

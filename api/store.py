@@ -63,6 +63,7 @@ from cityeye.events.schema import (
     CameraStatus,
     HealthEvent,
     OccupancyEvent,
+    OverstayEvent,
     SpaceState,
     StatusEvent,
     TrafficEvent,
@@ -70,7 +71,7 @@ from cityeye.events.schema import (
 
 log = logging.getLogger(__name__)
 
-Event = OccupancyEvent | StatusEvent | HealthEvent | TrafficEvent
+Event = OccupancyEvent | StatusEvent | HealthEvent | TrafficEvent | OverstayEvent
 """Every event kind the store understands."""
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -253,6 +254,23 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class OverstayRow(Base):
+    """A space occupied past its dwell limit (one event per stay, from the edge)."""
+
+    __tablename__ = "overstays"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    site: Mapped[str] = mapped_column(String(128))
+    camera: Mapped[str] = mapped_column(String(128))
+    zone_id: Mapped[str] = mapped_column(String(128))
+    lot: Mapped[str | None]
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    dwell_s: Mapped[float] = mapped_column(Double)
+    limit_s: Mapped[float] = mapped_column(Double)
+    observed_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class MetaRow(Base):
     """Small counters; ``rev`` orders every change of zones and cameras for incremental readers."""
 
@@ -339,6 +357,19 @@ class TrafficPoint:
     direction: str | None
     vclass: str | None
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OverstayRecord:
+    event_id: str
+    site: str
+    camera: str
+    zone_id: str
+    lot: str | None
+    since: datetime
+    dwell_s: float
+    limit_s: float
+    observed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,6 +592,22 @@ class Store:
                     self._apply_occupancy(s, event, now, rev)
                 elif isinstance(event, StatusEvent):
                     self._apply_status(s, event, now, rev)
+                elif isinstance(event, OverstayEvent):
+                    s.add(
+                        OverstayRow(
+                            event_id=event.event_id,
+                            site=event.site,
+                            camera=event.camera,
+                            zone_id=event.zone_id,
+                            lot=event.lot,
+                            since=event.since,
+                            dwell_s=event.dwell_s,
+                            limit_s=event.limit_s,
+                            observed_at=event.observed_at,
+                            received_at=now,
+                        )
+                    )
+                    self._seen(self._camera(s, event.site, event.camera, now, rev), event.observed_at, now)
                 else:
                     self._apply_health(s, event, now, rev)
         except IntegrityError:
@@ -758,7 +805,7 @@ class Store:
         """Delete history past its retention, old event ids and long-inactive zones; counts per table."""
         now = now or utcnow()
         keep = {60: minute_days, 900: quarter_days, 3600: hour_days}
-        deleted = {"zone_stats": 0, "traffic_counts": 0, "seen_events": 0, "zones": 0}
+        deleted = {"zone_stats": 0, "traffic_counts": 0, "seen_events": 0, "zones": 0, "overstays": 0}
         with self._write() as s:
             for res, days in keep.items():
                 cutoff = epoch(now - timedelta(days=days))
@@ -775,6 +822,10 @@ class Store:
                 )
             )
             deleted["zones"] = int(r.rowcount or 0)  # type: ignore[attr-defined]
+            r = s.execute(
+                delete(OverstayRow).where(OverstayRow.observed_at < now - timedelta(days=quarter_days))
+            )
+            deleted["overstays"] = int(r.rowcount or 0)  # type: ignore[attr-defined]
         return deleted
 
     # -- queries ---------------------------------------------------------------------------
@@ -1010,6 +1061,42 @@ class Store:
                 .order_by(t.site, t.camera, t.line_id, t.direction)
             ).all()
         return [(line_uid(r[0], r[1], r[2]), from_epoch(int(r[3])), r[4], int(r[5])) for r in rows]
+
+    def overstays(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        lot: str | None = None,
+        limit: int = 10_000,
+    ) -> list[OverstayRecord]:
+        """Overstays observed in [start, end), newest first."""
+        o = OverstayRow
+        conds: list[ColumnElement[bool]] = []
+        if start is not None:
+            conds.append(o.observed_at >= start)
+        if end is not None:
+            conds.append(o.observed_at < end)
+        if lot is not None:
+            conds.append(o.lot == lot)
+        with self._read() as s:
+            rows = s.execute(
+                select(
+                    o.event_id,
+                    o.site,
+                    o.camera,
+                    o.zone_id,
+                    o.lot,
+                    o.since,
+                    o.dwell_s,
+                    o.limit_s,
+                    o.observed_at,
+                )
+                .where(*conds)
+                .order_by(o.observed_at.desc(), o.event_id)
+                .limit(limit)
+            ).all()
+        return [OverstayRecord(*r) for r in rows]
 
     # -- API keys --------------------------------------------------------------------------
 

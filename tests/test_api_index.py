@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 
 from cityeye.api.app import create_app
 from cityeye.api.index import Liveness, ZoneIndex
+from cityeye.api.ingest import MqttIngest, Outcome, Reason
 from cityeye.api.store import Store, utcnow
-from cityeye.config import ApiConfig, SiteConfig
-from cityeye.events.schema import AreaState, OccupancyEvent, SpaceState, StatusEvent
+from cityeye.config import ApiConfig, MqttConfig, SiteConfig
+from cityeye.events.schema import AreaState, OccupancyEvent, OverstayEvent, SpaceState, StatusEvent
 
 OP = {"X-API-Key": "operator-key-0123456789"}
 LAT, LON = 16.0544, 108.2022
@@ -219,3 +220,34 @@ def test_zone_history_buckets_and_csv(tmp_path: Path) -> None:
         assert http.get("/v1/parking/zones/demo:c:nope/history", headers=OP).status_code == 404
         assert http.get(url, params={"bucket": "7m"}, headers=OP).status_code == 422
         assert http.get("/v1/parking/zones/demo:c:lot/a").json()["free"] == 1  # the zone route still works
+
+
+def test_overstays_are_kept_once_and_listed_for_operators(tmp_path: Path) -> None:
+    cfg = SiteConfig(site="demo", api=ApiConfig(database_url=f"sqlite:///{tmp_path / 'o.db'}"))
+    app = create_app(cfg, ingest=False, api_keys=f"operator:{OP['X-API-Key']}")
+    with TestClient(app) as http:
+        ingest = MqttIngest(
+            app.state.store, MqttConfig(), site="demo"
+        )  # the consumer's handling, without a broker
+        t = utcnow()
+        ev = OverstayEvent(
+            site="demo",
+            camera="c",
+            event_id="demo:c:b:overstay:1",
+            observed_at=t,
+            zone_id="bay 7",
+            lot="P1",
+            since=t - timedelta(hours=3),
+            dwell_s=10800.0,
+            limit_s=7200.0,
+        )
+        topic = "cityeye/v1/demo/c/overstay"
+        assert ingest.handle(topic, ev.model_dump_json().encode()).outcome is Outcome.APPLIED
+        assert ingest.handle(topic, ev.model_dump_json().encode()).outcome is Outcome.DUPLICATE
+        assert ingest.handle(topic, b'{"kind": "overstay"}').reason is Reason.SCHEMA
+        (o,) = http.get("/v1/parking/overstays", headers=OP).json()["overstays"]
+        assert (o["zone"], o["lot"], o["dwell_s"], o["limit_s"]) == ("demo:c:bay 7", "P1", 10800.0, 7200.0)
+        assert http.get("/v1/parking/overstays", params={"lot": "P2"}, headers=OP).json()["overstays"] == []
+        c = http.get("/v1/parking/overstays", params={"format": "csv"}, headers=OP)
+        assert c.text.splitlines()[0].startswith("id,zone,site") and len(c.text.splitlines()) == 2
+        assert http.get("/v1/parking/overstays").status_code == 401
