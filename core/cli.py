@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cityeye.zones.count_cli",
     "cityeye.models.cli",
     "cityeye.edge.cli",
+    "cityeye.edge.spool_cli",
     "cityeye.api.cli",
     "cityeye.demo",
 )

@@ -526,6 +526,10 @@ def read_stats(path: Path) -> SpoolStats:
         raise SpoolError(f"cannot read spool {path}: {exc}") from None
     try:
         return _read_stats(db)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            raise SpoolError(f"spool {path} is not set up yet (is its worker just starting?)") from None
+        raise SpoolError(f"cannot read spool {path}: {exc} (run the check as the worker's user)") from None
     except sqlite3.Error as exc:
         raise SpoolError(f"cannot read spool {path}: {exc} (run the check as the worker's user)") from None
     finally:

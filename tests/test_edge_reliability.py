@@ -61,7 +61,7 @@ class Sniffer:
         self.client.on_message = self._on_message
         props = None
         if session:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 600
         self.client.connect(broker.host, broker.port, clean_start=not session, properties=props)
         self.client.loop_start()
@@ -473,6 +473,7 @@ def test_wrong_credentials_error_and_retry_with_backoff(
         publishers.append(pub)
         attempts: list[float] = []
         orig = pub.client.on_connect
+        assert orig is not None
 
         def counting(*args: Any) -> None:
             attempts.append(time.monotonic())
