@@ -20,7 +20,7 @@ export function createMap(el, cfg, { label } = {}) {
   }
   L.control.scale({ imperial: false }).addTo(map);
   // Leaflet measures its box once; the grid layouts resize it (fonts, panels, rotation of a phone).
-  new ResizeObserver(() => map.invalidateSize({ pan: false })).observe(el);
+  new ResizeObserver(() => map.invalidateSize()).observe(el);
   if (label) el.setAttribute("aria-label", label);
   map.attributionControl.setPrefix(false);
   return map;
