@@ -34,6 +34,16 @@ def publish_city(edge: Callable[[str], Edge], api: ApiServer) -> None:
         SpaceState(id="H2", occupied=False, score=0.1, lat=north(250), lon=LON0, lot="Han Market", name="H2"),
         SpaceState(id="H3", occupied=False, score=0.1, lat=north(255), lon=LON0, lot="Han Market", name="H3"),
         SpaceState(id="H4", occupied=True, score=0.7, lat=north(240), lon=LON0, lot="Han Market", name="H4"),
+        # 400 m: motorbikes only (most of Da Nang's parking), in its own lot.
+        AreaState(
+            id="moto",
+            vehicles=10,
+            capacity=40,
+            lat=north(400),
+            lon=LON0,
+            lot="Moto Bay",
+            vehicle="motorcycle",
+        ),
         # 600 m: an area without a lot, shown under its own name.
         AreaState(id="riverside", vehicles=5, capacity=20, lat=north(600), lon=LON0, name="Riverside kerb"),
         # 3 km: outside the default 1 km radius.
@@ -43,7 +53,7 @@ def publish_city(edge: Callable[[str], Edge], api: ApiServer) -> None:
     wait_until(
         "the zones in /v1/parking/nearby",
         lambda: (
-            len(api.get("/v1/parking/nearby", lat=LAT0, lon=LON0, radius_m=5000, min_free=0)["results"]) == 9
+            len(api.get("/v1/parking/nearby", lat=LAT0, lon=LON0, radius_m=5000, min_free=0)["results"]) == 10
         ),
     )
 
@@ -62,25 +72,30 @@ def test_nearest_free_lot_first_with_freshness(
     tab = new_tab(viewport=(1440, 900))
     open_driver(tab, api)
     items = tab.page.locator("#results > li")
-    expect(items).to_have_count(2)
-    first, second = items.nth(0), items.nth(1)
-    expect(first.locator(".name")).to_have_text("Han Market")
+    names = items.locator(".name")
+    expect(names).to_have_text(["Han Market", "Moto Bay", "Riverside kerb"])  # "Full Lot" (80 m) is full
+    first = items.nth(0)
     expect(first.locator(".free")).to_contain_text("2 free")
     expect(first.locator(".free")).to_contain_text("of 4")
     expect(first.locator(".meta")).to_contain_text("250 m away")
     expect(first.locator(".meta")).to_contain_text("updated now")
-    expect(second.locator(".name")).to_have_text("Riverside kerb")
-    expect(second.locator(".free")).to_contain_text("15 free")
-    expect(tab.page.locator("#status")).to_contain_text("2 places")
+    expect(items.nth(1).locator(".free")).to_contain_text("30 free")
+    expect(items.nth(2).locator(".free")).to_contain_text("15 free")
+    expect(tab.page.locator("#status")).to_contain_text("3 places")
     # Map and list agree: one numbered pin per entry, plus the driver's own point.
-    expect(tab.page.locator(".leaflet-marker-icon .pin")).to_have_count(2)
+    expect(tab.page.locator(".leaflet-marker-icon .pin")).to_have_count(3)
     expect(tab.page.locator(".leaflet-marker-icon .me")).to_have_count(1)
     tab.shot("driver-desktop")
 
+    # A car leaves out the motorbike bay; lot totals would mix vehicle types, so none is shown.
+    tab.page.select_option("#vehicle", "car")
+    expect(names).to_have_text(["Han Market", "Riverside kerb"])
+    expect(first.locator(".free")).to_have_text("2 free")
+    expect(items.nth(1).locator(".free")).to_contain_text("of 20")  # a single area keeps its own total
+    tab.page.select_option("#vehicle", "")
     # A larger radius brings the far lot in, still after the nearer ones.
     tab.page.select_option("#radius", "5000")
-    expect(items).to_have_count(3)
-    expect(items.nth(2).locator(".name")).to_have_text("Far Away")
+    expect(names).to_have_text(["Han Market", "Moto Bay", "Riverside kerb", "Far Away"])
     tab.assert_no_errors()
 
 
