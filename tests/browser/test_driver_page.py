@@ -194,3 +194,27 @@ def test_opens_offline_with_the_last_figures(
     tab.context.set_offline(False)
     # Failed network fetches while offline are expected console noise; page errors are not.
     assert not [e for e in tab.errors if e.startswith("pageerror")], tab.errors
+
+
+def test_names_from_the_site_are_shown_as_text(
+    api: ApiServer, edge: Callable[[str], Edge], new_tab: Callable[..., Tab]
+) -> None:
+    """Lot and zone names come from site files and edge boxes: markup in them must stay text."""
+    from playwright.sync_api import expect
+
+    cam = edge("cam-x")
+    cam.status()
+    name = '<img src=x id=injected onerror="document.title=1"><b>Bold</b>'
+    cam.occupancy([AreaState(id="z1", name=name, vehicles=0, capacity=5, lat=north(100), lon=LON0, lot=name)])
+    wait_until("the zone", lambda: api.get("/v1/parking/nearby", lat=LAT0, lon=LON0)["results"])
+    tab = new_tab()
+    open_driver(tab, api)
+    expect(tab.page.locator("#results .name")).to_have_text(name)
+    tab.page.locator(".leaflet-marker-icon .pin").first.hover()
+    expect(tab.page.locator(".leaflet-tooltip")).to_contain_text("<b>Bold</b>")
+    tab.page.goto(f"{api.url}/operator")
+    expect(tab.page.locator("#lots tbody th")).to_contain_text(name)
+    tab.page.locator("path.zone").first.hover()
+    expect(tab.page.locator(".leaflet-tooltip")).to_contain_text("<b>Bold</b>")
+    assert tab.page.locator("#injected, .leaflet-tooltip b, #results b").count() == 0
+    tab.assert_no_errors()

@@ -74,13 +74,14 @@ async function initialView() {
     return;
   }
   try {
-    const fc = await getJson(PATHS.zonesGeojson);
-    const layer = L.geoJSON(fc);
-    if (layer.getLayers().length) {
-      map.fitBounds(layer.getBounds(), { maxZoom: cfg.zoom, padding: [20, 20] });
+    // Lots, not every zone: a phone should not download a city's 10,000 zones to frame a map.
+    const body = await getJson(PATHS.lots);
+    const pts = (body.lots ?? []).filter((l) => l.lat != null && l.lon != null).map((l) => [l.lat, l.lon]);
+    if (pts.length) {
+      map.fitBounds(L.latLngBounds(pts), { maxZoom: cfg.zoom, padding: [20, 20] });
       return;
     }
-  } catch { /* fall through to the world view */ }
+  } catch { /* fall through to the country view */ }
   map.setView([16, 107], 5);
 }
 
@@ -214,7 +215,8 @@ function render() {
   resultLayer.clearLayers();
   shown.forEach((g, i) => {
     const m = L.marker([g.lat, g.lon], { icon: numberedIcon(i + 1, g.stale), title: `${i + 1}. ${g.name}`, alt: g.name });
-    m.bindTooltip(`${i + 1}. ${g.name}: ${t("driver.free", { free: formatNumber(g.free) })}`);
+    // An element, not a string: Leaflet puts strings in as HTML, and names come from site configs.
+    m.bindTooltip(h("span", {}, `${i + 1}. ${g.name}: ${t("driver.free", { free: formatNumber(g.free) })}`));
     m.on("click", () => document.getElementById(`result-${i + 1}`)?.focus());
     resultLayer.addLayer(m);
   });

@@ -208,10 +208,11 @@ function styleZone(id) {
 }
 
 function zoneTooltip(z) {
-  if (!z) return "";
+  if (!z) return h("span");
   const name = z.name || z.zone_id || z.id;
   const stale = zoneState(z) === "stale" ? ` (${t("legend.stale").toLowerCase()})` : "";
-  return `${name}: ${formatNumber(z.free)} / ${formatNumber(z.total)} ${t("zone.free").toLowerCase()}${stale}`;
+  // An element, not a string: Leaflet puts strings in as HTML, and names come from zone files.
+  return h("span", {}, `${name}: ${formatNumber(z.free)} / ${formatNumber(z.total)} ${t("zone.free").toLowerCase()}${stale}`);
 }
 
 /** Live events come in bursts (one per zone of a snapshot): lists are redrawn at most every RENDER_GAP_MS. */
