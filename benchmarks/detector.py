@@ -121,6 +121,27 @@ def detrac_ap(det: Detector) -> float:
     return round(float(REC.detrac_ap(REC._load_metrics(), SHARED, predict)["ap"]), 4)
 
 
+def stages(det: Detector, images: list[np.ndarray], rounds: int = 3) -> dict[str, float]:
+    """Median milliseconds of preprocess, session run and postprocess for one frame (where time goes)."""
+    pre, run, post = [], [], []
+    for _ in range(rounds):
+        for img in images:
+            t0 = time.perf_counter()
+            x, geo = det.preprocess(img)
+            t1 = time.perf_counter()
+            y = det.infer(x)
+            t2 = time.perf_counter()
+            det.postprocess(y, geo)
+            t3 = time.perf_counter()
+            pre.append(t1 - t0)
+            run.append(t2 - t1)
+            post.append(t3 - t2)
+    return {
+        k: round(statistics.median(v) * 1000, 3)
+        for k, v in (("preprocess", pre), ("run", run), ("postprocess", post))
+    }
+
+
 def detrac_recall(det: Detector) -> float:
     """Share of the 59 labelled vehicles found (IoU >= 0.5) at the detector's own threshold."""
 
@@ -170,29 +191,46 @@ def pucpr_recall(det: Detector) -> dict[str, Any]:
     }
 
 
-def ultralytics_speed(
-    python: str, model: Path, frames: list[Path], rounds: int, threads: int
-) -> dict[str, Any]:
-    cmd = [
-        python,
-        str(REPO / "benchmarks" / "record_ultralytics.py"),
-        "speed",
-        "--model",
-        str(model),
-        "--rounds",
-        str(rounds),
-        "--threads",
-        str(threads),
-        "--images",
-        *map(str, frames),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        return {
-            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"
-        }
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+class UltralyticsTimer:
+    """`YOLO(onnx).predict` in the ultralytics venv, one pass per round (record_ultralytics.py serve)."""
+
+    def __init__(self, python: str, model: Path, frames: list[Path]) -> None:
+        cmd = [
+            python,
+            str(REPO / "benchmarks" / "record_ultralytics.py"),
+            "serve",
+            "--model",
+            str(model),
+            "--images",
+            *map(str, frames),
+        ]
+        env = {**os.environ, "YOLO_OFFLINE": "1"}
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.samples: list[float] = []
+        self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:  # ultralytics logs its own lines ("Loading ... for ONNX Runtime inference") to stdout
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the ultralytics process ended (exit {self.proc.wait()}); run it by hand")
+            if line.startswith("{"):
+                reply: dict[str, Any] = json.loads(line)
+                return reply
+
+    def round(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("round\n")
+        self.proc.stdin.flush()
+        self.samples += self._read()["per_frame_s"]
+
+    def close(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        m = statistics.median(self.samples)
+        return {"ms_per_frame": round(m * 1000, 3), "fps": round(1 / m, 2), "samples": len(self.samples)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,10 +290,11 @@ def main(argv: list[str] | None = None) -> int:
             variants[(mname, sname)] = out
 
     # The plain file at batch 1: the like-for-like comparison with the ceiling and with Ultralytics.
+    base = Detector(models["fp32"], session=session)
     timers: dict[str, tuple[dict[str, Any], Timer]] = {
         "baseline": (
             {"model": "fp32", "imgsz": "640x640", "batch": 1, "file": "yolov8n_dq.onnx as shipped"},
-            Timer(Detector(models["fp32"], session=session), images, 1),
+            Timer(base, images, 1),
         )
     }
     for (mname, sname), path in variants.items():
@@ -264,20 +303,21 @@ def main(argv: list[str] | None = None) -> int:
                 {"model": mname, "imgsz": sname, "batch": batch},
                 Timer(Detector(path, batch=batch, session=session), images, batch),
             )
-    ultra: list[dict[str, Any]] = []
-    if args.ultralytics_python:  # before and after ours: it cannot be interleaved with an in-process run
-        ultra.append(
-            ultralytics_speed(args.ultralytics_python, models["fp32"], frame_paths, args.rounds, args.threads)
-        )
+    ultra = (
+        UltralyticsTimer(args.ultralytics_python, models["fp32"], frame_paths)
+        if args.ultralytics_python
+        else None
+    )
     for r in range(args.rounds):
+        if ultra is not None:
+            ultra.round()
         for _, timer in timers.values():
             timer.round()
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
-    if args.ultralytics_python:
-        ultra.append(
-            ultralytics_speed(args.ultralytics_python, models["fp32"], frame_paths, args.rounds, args.threads)
-        )
-    result["baseline_fp32_640_static_file"] = {**timers.pop("baseline")[1].summary()}
+    result["baseline_fp32_640_static_file"] = {
+        **timers.pop("baseline")[1].summary(),
+        "stages_ms": stages(base, images),
+    }
     result["configs"] = [{**meta, **t.summary()} for meta, t in timers.values()]
 
     if not args.no_accuracy:
@@ -313,15 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["best_config"] = best
 
-    if ultra and all("fps" in u for u in ultra):
-        u_fps = statistics.median([u["fps"] for u in ultra])
-        result["ultralytics_predict_fp32_640"] = {"runs": ultra, "fps": u_fps}
-        result["best_over_ultralytics"] = round(best["ours_fps"] / u_fps, 3)
+    if ultra is not None:
+        u = ultra.close()
+        result["ultralytics_predict_fp32_640"] = u
+        result["best_over_ultralytics"] = round(best["ours_fps"] / u["fps"], 3)
         result["ours_fp32_640_b1_over_ultralytics"] = round(
-            result["baseline_fp32_640_static_file"]["ours_fps"] / u_fps, 3
+            result["baseline_fp32_640_static_file"]["ours_fps"] / u["fps"], 3
         )
-    elif ultra:
-        result["ultralytics_predict_fp32_640"] = {"runs": ultra}
     else:
         result["ultralytics_predict_fp32_640"] = (
             "not measured: give --ultralytics-python (see record_ultralytics.py)"

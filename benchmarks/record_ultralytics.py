@@ -265,6 +265,32 @@ def speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Timing on demand: one pass over the frames per "round" line on stdin, one JSON line back.
+
+    benchmarks/detector.py drives this between its own rounds, so Ultralytics is measured under
+    the same moment-to-moment load as cityeye's configurations instead of before or after them.
+    """
+    _torchvision_nms()
+    from ultralytics import YOLO
+
+    images = [cv2.imread(str(p)) for p in args.images]
+    model = YOLO(str(args.model), task="detect")
+    for img in images[: args.warmup]:
+        model.predict(img, verbose=False)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "round":
+            break
+        times = []
+        for img in images:
+            t0 = time.perf_counter()
+            model.predict(img, verbose=False)
+            times.append(time.perf_counter() - t0)
+        print(json.dumps({"per_frame_s": times}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -284,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--warmup", type=int, default=3)
     sp.add_argument("--threads", type=int, default=0)
     sp.set_defaults(func=speed)
+    sv = sub.add_parser("serve", help="time one pass per 'round' line on stdin (driven by detector.py)")
+    sv.add_argument("--model", type=Path, required=True)
+    sv.add_argument("--images", nargs="+", type=Path, required=True)
+    sv.add_argument("--warmup", type=int, default=3)
+    sv.set_defaults(func=serve)
     args = ap.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     return int(args.func(args))
