@@ -148,6 +148,14 @@ def test_traffic_counts_per_line_class_and_direction(
     expect(table.locator('tr[data-vclass="motorcycle"]')).to_contain_text("340")
     expect(page.locator("#traffic-chart .u-legend .u-series")).to_have_count(5)  # x + four series
     tab.shot("operator-control-room")
+    # CSV export goes through fetch with the key (a plain link could not send it).
+    with page.expect_download() as dl:
+        page.locator("#traffic-csv").click()
+    csv_path = dl.value.path()
+    lines = Path(csv_path).read_text().splitlines()
+    assert lines[0] == "line_id,start,direction,vehicle_class,count"
+    assert sum(int(row.rsplit(",", 1)[1]) for row in lines[1:]) == 400
+    assert dl.value.suggested_filename.endswith(".csv")
     tab.assert_no_errors()
 
 
