@@ -51,7 +51,7 @@ class StreamConfig(BaseModel):
         gt=0,
         description="In keyframe sampling, how long past an interval to wait for a keyframe before "
         "decoding every frame from the next keyframe on (cameras with very long keyframe periods); "
-        "default: `interval_s`, at least 2 s.",
+        "default: `interval_s`, at least 2 s (never with `interval_s` 0, which asks for every keyframe).",
     )
     transport: Literal["tcp", "udp"] = Field(
         default="tcp", description="RTSP transport: tcp (interleaved, survives NAT and loss) or udp."

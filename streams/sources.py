@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ ErrorKind = Literal[
     "stalled",
     "ended",
     "protocol",
+    "permission",
     "corrupt",
     "unsupported",
     "other",
@@ -295,8 +297,12 @@ class StreamClock:
 
 def _classify(exc: BaseException, live: bool, opening: bool) -> tuple[ErrorKind, str]:
     """A word for what went wrong and a hint for the operator on how to fix it."""
-    if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError | PermissionError):
+    if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
         return "auth", "check the camera user name and password (password_env / password_file)"
+    if isinstance(exc, PermissionError):
+        if live:
+            return "protocol", "the server refused the request: check the stream path and the URL scheme"
+        return "permission", "the file is not readable by this user: check its permissions"
     if isinstance(exc, av.error.HTTPNotFoundError):
         return "not_found", "check the stream path in the URL (the camera answered but has no such stream)"
     if isinstance(exc, FileNotFoundError):
@@ -365,7 +371,9 @@ class AVSource(_Stoppable):
         self.realtime = realtime and not self.live
         self.timeouts = (open_timeout_s, read_timeout_s)
         self.sampling: SamplingMode = sampling
-        self.keyframe_wait_s = keyframe_wait_s if keyframe_wait_s is not None else max(interval_s, 2.0)
+        if keyframe_wait_s is None:  # interval 0 asks for every keyframe, however far apart
+            keyframe_wait_s = max(interval_s, 2.0) if interval_s > 0 else math.inf
+        self.keyframe_wait_s = keyframe_wait_s
         self.transport = transport
         self.format = format
         self.extra_options = dict(options or {})
@@ -402,7 +410,7 @@ class AVSource(_Stoppable):
             what = f"no answer within {self.timeouts[0]:g} s"
         elif not opening and kind == "stalled":
             what = f"no data for {self.timeouts[1]:g} s"
-        permanent = not self.live and kind in ("not_found", "corrupt", "unsupported", "auth")
+        permanent = not self.live and kind in ("not_found", "corrupt", "unsupported", "permission")
         return SourceError(f"{verb} {self.name}: {what} ({hint})", kind, permanent)
 
     def _options(self) -> dict[str, str]:
