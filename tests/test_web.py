@@ -84,7 +84,7 @@ def test_service_worker_precaches_the_shell_and_is_versioned_by_content(tmp_path
     http = client(tmp_path)
     r = http.get("/web/sw.js")
     assert r.status_code == 200 and "javascript" in r.headers["content-type"]
-    assert r.headers["service-worker-allowed"] == "/web/"
+    assert r.headers["service-worker-allowed"] == "/"  # scope / : the short links work offline too
     body = r.text
     assert "__SHELL" not in body
     version = shell_version()

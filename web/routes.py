@@ -132,7 +132,7 @@ def mount_web(app: FastAPI, cfg: SiteConfig, *, static: Path = STATIC) -> None:
         return Response(
             sw_source,
             media_type="text/javascript",
-            headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": f"{PREFIX}/", **headers},
+            headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/", **headers},
         )
 
     def short_link(page: str) -> Any:

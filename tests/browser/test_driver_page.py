@@ -185,7 +185,7 @@ def test_opens_offline_with_the_last_figures(
     tab.wait_js("navigator.serviceWorker.controller !== null")
 
     tab.context.set_offline(True)
-    page.reload()
+    page.goto(f"{api.url}/driver?lat={LAT0}&lon={LON0}")  # the short link, as shared, with no network
     expect(page.locator("h1")).to_have_text("Find parking")
     expect(page.locator("#offline")).to_be_visible()
     expect(page.locator("#offline")).to_contain_text("You are offline")

@@ -39,7 +39,7 @@ self.addEventListener("fetch", (event) => {
   if (req.headers.has("X-API-Key") || req.headers.has("Authorization")) return;
   if (PUBLIC_DATA.has(u.pathname)) {
     event.respondWith(networkFirst(req));
-  } else if (u.pathname.startsWith("/web/")) {
+  } else if (u.pathname.startsWith("/web/") || PAGES.has(u.pathname)) {
     event.respondWith(shellFirst(req, PAGES.get(u.pathname) ?? u.pathname));
   }
 });

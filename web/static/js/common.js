@@ -7,7 +7,9 @@ export function startPage() {
   const select = document.getElementById("lang");
   if (select) bindLanguageSelect(select);
   if ("serviceWorker" in navigator) {
-    navigator.serviceWorker.register("/web/sw.js", { scope: "/web/" }).catch((err) => {
+    // Scope "/" so that the short links (/driver, /operator) open offline too; the worker
+    // answers only for the pages and public parking data and lets everything else through.
+    navigator.serviceWorker.register("/web/sw.js", { scope: "/" }).catch((err) => {
       // The pages still work online without it; only offline start-up is lost.
       console.warn("service worker not registered:", err.message);
     });
