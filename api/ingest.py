@@ -10,6 +10,7 @@ broker restart costs at most the reconnect delay.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -145,6 +146,7 @@ class MqttIngest:
         client_id: str | None = None,
         listeners: list[Listener] | None = None,
         session_expiry_s: int = 0,
+        max_batch: int = 500,
     ) -> None:
         self.store = store
         self.listeners: list[Listener] = list(listeners or [])
@@ -166,7 +168,11 @@ class MqttIngest:
             client_id=self.client_id,
             protocol=_PROTOCOLS[protocol],
             clean_session=None if protocol == "5" else session_expiry_s == 0,
+            manual_ack=True,
         )
+        self.max_batch = max_batch
+        self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         # paho's default of 20 in flight would throttle the broker's delivery to us.
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -191,6 +197,7 @@ class MqttIngest:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if self.session_expiry_s:
                 props.SessionExpiryInterval = self.session_expiry_s
+            props.ReceiveMaximum = 1000  # unacknowledged messages the broker may have in flight to us
             self.client.connect_async(
                 self.cfg.host,
                 self.cfg.port,
@@ -200,12 +207,18 @@ class MqttIngest:
             )
         else:
             self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self._writer = threading.Thread(target=self._write_loop, name="mqtt-ingest-writer", daemon=True)
+        self._writer.start()
         self.client.loop_start()
         self._started = True
 
     def stop(self) -> None:
+        """Store and acknowledge what has arrived, then disconnect."""
         if not self._started:
             return
+        self._queue.put(None)
+        if self._writer is not None:
+            self._writer.join(timeout=60)
         self.client.disconnect()
         self.client.loop_stop()
         self._started = False
@@ -299,21 +312,93 @@ class MqttIngest:
         log.info("MQTT ingest: subscribed to %s", self.subscription)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        # paho re-raises callback exceptions in its loop thread, which would end ingest for good.
-        try:
-            self.handle(msg.topic, bytes(msg.payload))
-        except Exception:
-            log.exception("MQTT ingest: unexpected error on %s", msg.topic)
-            with self._lock:
-                self._stats.errors += 1
+        """Queue for the writer thread; the PUBACK waits until the message is stored (manual ack)."""
+        with self._lock:
+            self._stats.received += 1
+        self._queue.put(msg)
 
     # -- the work ----------------------------------------------------------------------------
 
+    def _write_loop(self) -> None:
+        """Drain the queue in batches: one transaction for everything that arrived meanwhile.
+
+        Under load the queue fills while the previous batch commits, so batches grow exactly
+        when throughput matters and a lone message is never held back waiting for company.
+        Messages are acknowledged to the broker only after their batch is committed: a crash
+        in between means a re-delivery (a counted duplicate), never a loss.
+        """
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    m = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if m is None:
+                    stopping = True
+                    break
+                batch.append(m)
+            try:
+                self._process([(m.topic, bytes(m.payload)) for m in batch])
+            except Exception:  # paho must get its acks whatever happened
+                log.exception("MQTT ingest: unexpected error on a batch of %d messages", len(batch))
+                with self._lock:
+                    self._stats.errors += len(batch)
+            for m in batch:
+                try:
+                    self.client.ack(m.mid, m.qos)
+                except Exception as exc:  # connection gone: the broker re-delivers after reconnect
+                    log.debug("MQTT ingest: cannot acknowledge message %d: %s", m.mid, exc)
+
     def handle(self, topic: str, payload: bytes) -> Handled:
-        """Validate one message and apply it; the outcome is counted and returned."""
+        """Validate one message and apply it at once; the outcome is counted and returned."""
         with self._lock:
             self._stats.received += 1
-        result = self._handle(topic, payload)
+        return self._process([(topic, payload)])[0]
+
+    def _process(self, messages: list[tuple[str, bytes]]) -> list[Handled]:
+        results: list[Handled | None] = []
+        events: list[tuple[int, Event]] = []
+        for i, (topic, payload) in enumerate(messages):
+            pre = self._prepare(topic, payload)
+            if isinstance(pre, Handled):
+                results.append(pre)
+            else:
+                results.append(None)
+                events.append((i, pre))
+        if events:
+            outcomes = self._apply([ev for _, ev in events])
+            for (i, _), h in zip(events, outcomes, strict=True):
+                results[i] = h
+        done = [r for r in results if r is not None]
+        for (topic, _), result in zip(messages, done, strict=True):
+            self._count(topic, result)
+        return done
+
+    def _apply(self, events: list[Event]) -> list[Handled]:
+        """One transaction for the batch; if it fails, event by event so one bad apple stays alone."""
+        try:
+            outcomes = self.store.apply_many(events)
+        except Exception as exc:
+            if len(events) == 1:
+                return [Handled(Outcome.ERROR, None, f"{type(exc).__name__}: {exc}", events[0])]
+            log.warning("MQTT ingest: batch of %d failed (%s); applying one by one", len(events), exc)
+            return [h for ev in events for h in self._apply([ev])]
+        out = []
+        for ev, applied in zip(events, outcomes, strict=True):
+            if applied is ApplyResult.TOO_OLD:
+                out.append(Handled(Outcome.IGNORED, Reason.TOO_OLD, None, ev))
+            elif applied is ApplyResult.APPLIED:
+                out.append(Handled(Outcome.APPLIED, event=ev))
+            else:
+                out.append(Handled(Outcome.DUPLICATE, event=ev))
+        return out
+
+    def _count(self, topic: str, result: Handled) -> None:
         with self._lock:
             s = self._stats
             if result.outcome is Outcome.APPLIED:
@@ -334,7 +419,6 @@ class MqttIngest:
             self._log_rejection(topic, result)
         elif result.outcome is Outcome.ERROR:
             log.error("MQTT ingest: could not store message from %s: %s", topic, result.detail)
-        return result
 
     def _log_rejection(self, topic: str, result: Handled) -> None:
         """At most one line per reason and interval: a broken or hostile publisher must not flood the log."""
@@ -348,7 +432,8 @@ class MqttIngest:
         log.warning("MQTT ingest: rejected message on %s: %s: %s%s", topic, key, result.detail, more)
         self._log_marks[key] = (now, 0)
 
-    def _handle(self, topic: str, payload: bytes) -> Handled:
+    def _prepare(self, topic: str, payload: bytes) -> Handled | Event:
+        """The topic and payload checks; an event to apply, or the outcome of a bad message."""
         try:
             t = parse_topic(topic)
         except ValueError as exc:
@@ -359,16 +444,7 @@ class MqttIngest:
             return Handled(Outcome.REJECTED, reason, str(exc))
         if not payload:
             return Handled(Outcome.IGNORED, Reason.EMPTY)
-        event = self._parse(t, payload)
-        if isinstance(event, Handled):
-            return event
-        try:
-            applied = self.store.apply(event)
-        except Exception as exc:  # database down or full: count, log, keep consuming
-            return Handled(Outcome.ERROR, None, f"{type(exc).__name__}: {exc}", event)
-        if applied is ApplyResult.TOO_OLD:
-            return Handled(Outcome.IGNORED, Reason.TOO_OLD, None, event)
-        return Handled(Outcome.APPLIED if applied is ApplyResult.APPLIED else Outcome.DUPLICATE, event=event)
+        return self._parse(t, payload)
 
     @staticmethod
     def _parse(t: Topic, payload: bytes) -> Event | Handled:

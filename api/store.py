@@ -39,6 +39,7 @@ from sqlalchemy import (
     MetaData,
     String,
     and_,
+    case,
     create_engine,
     delete,
     event,
@@ -51,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.elements import ColumnElement
@@ -59,7 +60,6 @@ from sqlalchemy.types import TypeDecorator
 
 from cityeye.api.geo import bounding_box, haversine_m
 from cityeye.events.schema import (
-    AreaState,
     CameraStatus,
     HealthEvent,
     OccupancyEvent,
@@ -578,16 +578,29 @@ class Store:
         the history, which is ordered by observation time anyway — unless it is older than the
         deduplication window, whose event ids we no longer remember.
         """
+        return self.apply_many([event], received_at=received_at)[0]
+
+    def apply_many(
+        self, events: Sequence[Event], *, received_at: datetime | None = None
+    ) -> list[ApplyResult]:
+        """Apply events in order, in one transaction (the consumer's batches): all or nothing.
+
+        Deduplication is ``INSERT .. ON CONFLICT DO NOTHING`` on the event id, so two replicas
+        racing for one event serialise on its key and exactly one applies it.
+        """
         now = received_at or utcnow()
-        if isinstance(event, TrafficEvent):
-            return self._apply_traffic(event, now)
-        try:
-            with self._write() as s:
-                if s.get(SeenEventRow, event.event_id) is not None:
-                    return ApplyResult.DUPLICATE
-                s.add(SeenEventRow(event_id=event.event_id, received_at=now))
-                s.flush()
-                rev = self._next_rev(s)
+        out: list[ApplyResult] = []
+        with self._write() as s:
+            rev = self._next_rev(s)
+            seen = self._insert(SeenEventRow.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+            for event in events:
+                if isinstance(event, TrafficEvent):
+                    out.append(self._apply_traffic(s, event, now, rev))
+                    continue
+                inserted = s.execute(seen, {"event_id": event.event_id, "received_at": now})
+                if inserted.rowcount == 0:  # type: ignore[attr-defined]
+                    out.append(ApplyResult.DUPLICATE)
+                    continue
                 if isinstance(event, OccupancyEvent):
                     self._apply_occupancy(s, event, now, rev)
                 elif isinstance(event, StatusEvent):
@@ -607,17 +620,12 @@ class Store:
                             received_at=now,
                         )
                     )
-                    self._seen(self._camera(s, event.site, event.camera, now, rev), event.observed_at, now)
+                    s.flush()
+                    self._touch_camera(s, event.site, event.camera, event.observed_at, now, rev)
                 else:
                     self._apply_health(s, event, now, rev)
-        except IntegrityError:
-            # Another writer (a second API instance on a shared subscription) won the race for
-            # this event id; anything else is a real error.
-            with self._read() as s:
-                if s.get(SeenEventRow, event.event_id) is not None:
-                    return ApplyResult.DUPLICATE
-            raise
-        return ApplyResult.APPLIED
+                out.append(ApplyResult.APPLIED)
+        return out
 
     def _camera(self, s: Session, site: str, camera: str, now: datetime, rev: int) -> CameraRow:
         row = s.get(CameraRow, (site, camera))
@@ -634,46 +642,94 @@ class Store:
         if row.last_heard_at is None or now > row.last_heard_at:
             row.last_heard_at = now
 
+    def _touch_camera(
+        self, s: Session, site: str, camera: str, at: datetime, now: datetime, rev: int
+    ) -> None:
+        """Camera last seen/heard, as one upsert (the hot path: no ORM load)."""
+        s.flush()  # ORM changes of this camera (status, health) first
+        tbl = CameraRow.__table__.c
+        ins = self._insert(CameraRow.__table__).values(
+            site=site, camera=camera, last_seen_at=at, last_heard_at=now, rev=rev
+        )
+        ex = ins.excluded
+
+        def newer(col: Any, new: Any) -> Any:
+            return case((or_(col.is_(None), col < new), new), else_=col)
+
+        s.execute(
+            ins.on_conflict_do_update(
+                index_elements=["site", "camera"],
+                set_={
+                    "last_seen_at": newer(tbl.last_seen_at, ex.last_seen_at),
+                    "last_heard_at": newer(tbl.last_heard_at, ex.last_heard_at),
+                    "rev": ex.rev,
+                },
+            )
+        )
+        # The ORM may hold this camera from an earlier event of the batch: make it re-read.
+        row = s.identity_map.get(s.identity_key(CameraRow, (site, camera)))
+        if row is not None:
+            s.expire(row)
+
     def _apply_occupancy(self, s: Session, ev: OccupancyEvent, now: datetime, rev: int) -> None:
-        states: dict[str, SpaceState | AreaState] = {zone_uid(ev.site, ev.camera, z.id): z for z in ev.zones}
-        existing = {
-            r.uid: r
-            for r in s.scalars(select(ZoneRow).where(ZoneRow.site == ev.site, ZoneRow.camera == ev.camera))
-        }
-        if states and ev.observed_at >= now - self.minute_retention:
-            self._add_zone_stats(s, ev.observed_at, [(u, z.free, z.total) for u, z in states.items()])
-        newest = all(r.observed_at <= ev.observed_at for r in existing.values())
-        for uid, z in states.items():
-            row = existing.get(uid)
-            if row is not None and row.observed_at > ev.observed_at:
-                log.debug("zone %s: snapshot %s is older than the stored one; kept current", uid, ev.event_id)
-                continue
-            if row is None:
-                row = ZoneRow(uid=uid, site=ev.site, camera=ev.camera, zone_id=z.id)
-                s.add(row)
-            row.kind = z.kind
-            row.name = z.name
-            row.lot = z.lot
-            row.lon = z.lon
-            row.lat = z.lat
-            row.free = z.free
-            row.total = z.total
-            row.occupied = z.occupied if isinstance(z, SpaceState) else None
-            row.score = z.score if isinstance(z, SpaceState) else None
-            row.vehicle = z.vehicle
-            row.observed_at = ev.observed_at
-            row.updated_at = now
-            row.event_id = ev.event_id
-            row.active = True
-            row.rev = rev
-        if newest:
-            # A snapshot lists every zone of the camera: one it no longer lists was removed from
-            # the camera's zones file and must stop being offered to drivers.
-            for uid, row in existing.items():
-                if uid not in states and row.active:
-                    row.active = False
-                    row.rev = rev
-        self._seen(self._camera(s, ev.site, ev.camera, now, rev), ev.observed_at, now)
+        rows = [
+            {
+                "uid": zone_uid(ev.site, ev.camera, z.id),
+                "site": ev.site,
+                "camera": ev.camera,
+                "zone_id": z.id,
+                "kind": z.kind,
+                "name": z.name,
+                "lot": z.lot,
+                "lon": z.lon,
+                "lat": z.lat,
+                "free": z.free,
+                "total": z.total,
+                "occupied": z.occupied if isinstance(z, SpaceState) else None,
+                "score": z.score if isinstance(z, SpaceState) else None,
+                "vehicle": z.vehicle,
+                "observed_at": ev.observed_at,
+                "updated_at": now,
+                "event_id": ev.event_id,
+                "active": True,
+                "rev": rev,
+            }
+            for z in ev.zones
+        ]
+        if not rows:
+            self._touch_camera(s, ev.site, ev.camera, ev.observed_at, now, rev)
+            return
+        if ev.observed_at >= now - self.minute_retention:
+            self._add_zone_stats(
+                s, ev.observed_at, [(zone_uid(ev.site, ev.camera, z.id), z.free, z.total) for z in ev.zones]
+            )
+        ins = self._insert(ZoneRow.__table__)
+        ex = ins.excluded
+        keep = ("uid", "site", "camera", "zone_id")
+        # An out-of-order (older) snapshot must not turn back a zone's clock: the WHERE skips it.
+        s.execute(
+            ins.on_conflict_do_update(
+                index_elements=["uid"],
+                set_={c: ex[c] for c in rows[0] if c not in keep},
+                where=ZoneRow.__table__.c.observed_at <= ex.observed_at,
+            ),
+            rows,
+        )
+        # A snapshot lists every zone of the camera: a zone it no longer lists (and that no newer
+        # snapshot mentioned) was removed from the camera's zones file; stop offering it.
+        s.execute(
+            update(ZoneRow)
+            .where(
+                ZoneRow.site == ev.site,
+                ZoneRow.camera == ev.camera,
+                ZoneRow.active.is_(True),
+                ZoneRow.observed_at < ev.observed_at,
+                ZoneRow.uid.not_in([r["uid"] for r in rows]),
+            )
+            .values(active=False, rev=rev)
+            .execution_options(synchronize_session=False)
+        )
+        self._touch_camera(s, ev.site, ev.camera, ev.observed_at, now, rev)
 
     def _add_zone_stats(self, s: Session, at: datetime, values: list[tuple[str, int, int]]) -> None:
         t = epoch(at)
@@ -730,71 +786,67 @@ class Store:
             cam.health_at = ev.observed_at
         self._seen(cam, ev.observed_at, now)
 
-    def _apply_traffic(self, ev: TrafficEvent, now: datetime) -> ApplyResult:
+    def _apply_traffic(self, s: Session, ev: TrafficEvent, now: datetime, rev: int) -> ApplyResult:
         """Replace the bin's counts; move the 15-minute and hourly roll-ups by the difference."""
         start = epoch(ev.bin_start)
         if ev.bin_start < now - self.minute_retention:
             return ApplyResult.TOO_OLD
         bucket = start - start % RESOLUTIONS_S[0]
         changed = False
-        with self._write() as s:
-            for line in ev.lines:
-                key = (ev.site, ev.camera, line.line_id)
-                new: dict[tuple[str, str], int] = {
-                    (d, str(c)): int(n) for d, per in line.counts.items() for c, n in per.items()
-                }
-                old = {
-                    (r[0], r[1]): int(r[2])  # not r.count: a Row is a tuple and has a count() method
-                    for r in s.execute(
-                        select(
-                            TrafficCountRow.direction, TrafficCountRow.vclass, TrafficCountRow.count
-                        ).where(
-                            TrafficCountRow.site == key[0],
-                            TrafficCountRow.camera == key[1],
-                            TrafficCountRow.line_id == key[2],
-                            TrafficCountRow.res_s == RESOLUTIONS_S[0],
-                            TrafficCountRow.bucket == bucket,
-                        )
+        for line in ev.lines:
+            key = (ev.site, ev.camera, line.line_id)
+            new: dict[tuple[str, str], int] = {
+                (d, str(c)): int(n) for d, per in line.counts.items() for c, n in per.items()
+            }
+            old = {
+                (r[0], r[1]): int(r[2])  # not r.count: a Row is a tuple and has a count() method
+                for r in s.execute(
+                    select(TrafficCountRow.direction, TrafficCountRow.vclass, TrafficCountRow.count).where(
+                        TrafficCountRow.site == key[0],
+                        TrafficCountRow.camera == key[1],
+                        TrafficCountRow.line_id == key[2],
+                        TrafficCountRow.res_s == RESOLUTIONS_S[0],
+                        TrafficCountRow.bucket == bucket,
                     )
-                }
-                keys = set(new) | set(old)
-                delta = {k: new.get(k, 0) - old.get(k, 0) for k in keys}
-                if old and not any(delta.values()) and set(new) == set(old):
-                    continue
-                changed = True
-                tbl = TrafficCountRow.__table__.c
-                for res in RESOLUTIONS_S:
-                    ins = self._insert(TrafficCountRow.__table__)
-                    value = ins.excluded.count if res == RESOLUTIONS_S[0] else tbl.count + ins.excluded.count
-                    stmt = ins.on_conflict_do_update(
-                        index_elements=[
-                            "site",
-                            "camera",
-                            "line_id",
-                            "res_s",
-                            "bucket",
-                            "direction",
-                            "vclass",
-                        ],
-                        set_={"count": value},
-                    )
-                    rows = [
-                        {
-                            "site": key[0],
-                            "camera": key[1],
-                            "line_id": key[2],
-                            "res_s": res,
-                            "bucket": start - start % res,
-                            "direction": d,
-                            "vclass": c,
-                            "count": new.get((d, c), 0) if res == RESOLUTIONS_S[0] else delta[(d, c)],
-                        }
-                        for d, c in sorted(keys)
-                    ]
-                    s.execute(stmt, rows)
-            if changed:
-                rev = self._next_rev(s)
-                self._seen(self._camera(s, ev.site, ev.camera, now, rev), ev.observed_at, now)
+                )
+            }
+            keys = set(new) | set(old)
+            delta = {k: new.get(k, 0) - old.get(k, 0) for k in keys}
+            if old and not any(delta.values()) and set(new) == set(old):
+                continue
+            changed = True
+            tbl = TrafficCountRow.__table__.c
+            for res in RESOLUTIONS_S:
+                ins = self._insert(TrafficCountRow.__table__)
+                value = ins.excluded.count if res == RESOLUTIONS_S[0] else tbl.count + ins.excluded.count
+                stmt = ins.on_conflict_do_update(
+                    index_elements=[
+                        "site",
+                        "camera",
+                        "line_id",
+                        "res_s",
+                        "bucket",
+                        "direction",
+                        "vclass",
+                    ],
+                    set_={"count": value},
+                )
+                rows = [
+                    {
+                        "site": key[0],
+                        "camera": key[1],
+                        "line_id": key[2],
+                        "res_s": res,
+                        "bucket": start - start % res,
+                        "direction": d,
+                        "vclass": c,
+                        "count": new.get((d, c), 0) if res == RESOLUTIONS_S[0] else delta[(d, c)],
+                    }
+                    for d, c in sorted(keys)
+                ]
+                s.execute(stmt, rows)
+        if changed:
+            self._touch_camera(s, ev.site, ev.camera, ev.observed_at, now, rev)
         return ApplyResult.APPLIED if changed else ApplyResult.DUPLICATE
 
     # -- maintenance -----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from cityeye.config import ApiConfig, MqttConfig, SiteConfig
 from cityeye.events.schema import AreaState, CameraStatus, OccupancyEvent, SpaceState, StatusEvent
 from cityeye.events.topics import TopicKind, topic_for
 from tests.conftest import Broker, free_port, start_mosquitto
+from tests.test_api_support import settled
 
 LAT, LON = 48.137, 11.575
 OPERATOR_KEY = "operator-key-0123456789"
@@ -187,7 +188,7 @@ def test_same_event_twice_is_applied_once(live: Live) -> None:
     try:
         pub.event(ev)
         pub.event(ev)  # a QoS 1 re-send or an edge replay after reconnect
-        wait_for("both copies", lambda: live.ingest.stats().received == 2)
+        wait_for("both copies", lambda: settled(live.ingest) == 2)
     finally:
         pub.close()
     stats = live.ingest.stats()
@@ -216,7 +217,7 @@ def test_malformed_messages_are_counted_and_ingest_goes_on(live: Live) -> None:
     finally:
         pub.close()
     assert [r["zone_id"] for r in results] == ["ok"]
-    wait_for("all 7 messages counted", lambda: live.ingest.stats().received == 7)
+    wait_for("all 7 messages counted", lambda: settled(live.ingest) == 7)
     stats = live.ingest.stats()
     assert stats.rejected == {"bad_json": 1, "schema": 3, "topic_mismatch": 1, "unknown_kind": 1}
     assert stats.ignored == {}
@@ -281,7 +282,7 @@ def test_old_snapshot_after_newer_one_is_ignored(live: Live) -> None:
                 at=t - timedelta(seconds=20),
             )
         )
-        wait_for("both snapshots", lambda: live.ingest.stats().received == 2)
+        wait_for("both snapshots", lambda: settled(live.ingest) == 2)
     finally:
         pub.close()
     z = live.http.get("/v1/parking/zones/demo:cam1:a").json()

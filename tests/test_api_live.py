@@ -54,6 +54,12 @@ class Listener:
         self.thread.start()
 
     def _run(self, url: str) -> None:
+        try:
+            self._read(url)
+        except httpx.HTTPError:  # the server stopping under an open stream ends it this way
+            pass
+
+    def _read(self, url: str) -> None:
         with httpx.Client(timeout=httpx.Timeout(5, read=30)) as c, c.stream("GET", url) as r:
             self.status = r.status_code
             kind = None

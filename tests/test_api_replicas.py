@@ -27,17 +27,11 @@ from cityeye.events.schema import (
     TrafficEvent,
 )
 from tests.conftest import Broker
-from tests.test_api_support import Edge, Postgres, deep_mosquitto, postgres, wait_for
+from tests.test_api_support import Edge, Postgres, deep_mosquitto, postgres, settled, wait_for
 
 __all__ = ["deep_mosquitto", "postgres"]
 
 LAT, LON = 16.06, 108.22
-
-
-def settled(ingest: MqttIngest) -> int:
-    """Messages whose outcome is known (``received`` counts a message before it is handled)."""
-    s = ingest.stats()
-    return s.applied + s.duplicates + s.errors + s.rejected_total + sum(s.ignored.values())
 
 
 def config(broker: Broker, url: str) -> SiteConfig:

@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cityeye.api.ingest import MqttIngest
 from cityeye.events.schema import AnyEvent
 from cityeye.events.topics import TopicKind, topic_for
 from tests.conftest import Broker, free_port, start_mosquitto, wait_port
@@ -38,6 +39,12 @@ def wait_for(what: str, fn: Callable[[], T], timeout: float = 15.0) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value {value!r})")
         time.sleep(0.02)
+
+
+def settled(ingest: MqttIngest) -> int:
+    """Messages whose outcome is known (``received`` counts a message on arrival, before it is stored)."""
+    s = ingest.stats()
+    return s.applied + s.duplicates + s.errors + s.rejected_total + sum(s.ignored.values())
 
 
 def pg_bin() -> Path | None:

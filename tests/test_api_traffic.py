@@ -16,7 +16,7 @@ from cityeye.api.store import ApplyResult, Store, utcnow
 from cityeye.config import ApiConfig, MqttConfig, SiteConfig
 from cityeye.events.schema import AreaState, LineCounts, OccupancyEvent, TrafficEvent
 from tests.conftest import Broker
-from tests.test_api_support import Edge, Postgres, postgres, wait_for
+from tests.test_api_support import Edge, Postgres, postgres, settled, wait_for
 
 __all__ = ["postgres"]
 
@@ -163,7 +163,7 @@ def test_traffic_counts_over_mqtt_json_and_csv(mosquitto: Broker, tmp_path: Path
             edge.flush()
         finally:
             edge.close()
-        wait_for("31 messages", lambda: app.state.ingest.stats().received == 31)
+        wait_for("31 messages", lambda: settled(app.state.ingest) == 31)
         assert (app.state.ingest.stats().applied, app.state.ingest.stats().duplicates) == (30, 1)
         params = {"line_id": "demo:t1:l1", "from": (h - timedelta(hours=1)).isoformat(), "bucket": "15m"}
         body = http.get("/v1/traffic/counts", params=params, headers=OP).json()
