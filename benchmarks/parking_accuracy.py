@@ -18,7 +18,10 @@ per frame); spaces without an ``occupied`` label are skipped. For every frame:
 
 Prints one JSON document: per configuration and folder accuracy, precision, recall, F1, the
 confusion counts, the median time per frame (detection + rule, milliseconds) and every wrong
-space (frame, id, FP/FN), so label quirks stay visible. Progress goes to stderr.
+space (frame, id, FP/FN), so label quirks stay visible. Beside the time, the *ceiling*: the
+detector runs per frame times one bare ``session.run`` on a ready tensor, timed in the same
+process (median of runs spread over the benchmark, so both see the same machine load).
+Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -189,14 +192,21 @@ def main(argv: list[str] | None = None) -> int:
     detector.detect(np.zeros((64, 64, 3), np.uint8))  # warm-up: the first run allocates
     tallies: dict[tuple[float, str, str], Tally] = {}
     base: dict[str, Tally] = {}
-    runs: list[int] = []
+    runs: dict[str, list[int]] = {}
+    bare: list[float] = []
+    h, w = detector.input_size
+    blank = np.zeros((1, 3, h, w), np.float32)
     for fr in tqdm(todo, desc="frames", unit="frame", file=sys.stderr, disable=None):
         raw = cv2.imread(str(fr.image), cv2.IMREAD_COLOR)
         if raw is None:
             raise SystemExit(f"{fr.image}: cannot be read as an image")
         image: npt.NDArray[np.uint8] = np.asarray(raw, dtype=np.uint8)
         tiler = ZoneDetector(detector, fr.zones, args.tiles, confidence=cuts[0])
-        runs.append(tiler.plan(image.shape[:2]).runs)
+        runs.setdefault(fr.folder, []).append(tiler.plan(image.shape[:2]).runs)
+        for _ in range(2):
+            t_bare = time.perf_counter()
+            detector.infer(blank)
+            bare.append((time.perf_counter() - t_bare) * 1000)
         t0 = time.perf_counter()
         all_dets = tiler(image)
         det_ms = (time.perf_counter() - t0) * 1000
@@ -222,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
             score(fr, occ, t)
 
     folders = sorted({fr.folder for fr in todo})
+    bare_ms = statistics.median(bare)
+    speed = {
+        f: {"runs_per_frame": statistics.median(runs[f]),
+            "ceiling_ms_per_frame": round(statistics.median(runs[f]) * bare_ms, 1)}
+        for f in folders
+    }
     results = []
     for cut in cuts:
         for rule in rules:
@@ -235,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({
         "model": str(detector.path),
         "input": list(detector.input_size),
-        "detector_runs_per_frame": {"median": statistics.median(runs), "max": max(runs)},
+        "bare_session_run_ms": round(bare_ms, 1),
+        "speed": speed,
         "results": results,
     }, indent=1))
     return 0
