@@ -190,10 +190,17 @@ def test_sign_in_with_an_operator_key(tmp_path: Path, mosquitto: Broker, new_tab
 
 
 @pytest.mark.parametrize(
-    "viewport", [(390, 844), (1440, 900), (1920, 1080)], ids=["phone", "desktop", "wall"]
+    ("viewport", "locale", "occupied"),
+    [((390, 844), "en-US", "Occupied"), ((1440, 900), "en-GB", "Occupied"), ((1920, 1080), "vi-VN", "Có xe")],
+    ids=["phone", "desktop", "wall-vi"],
 )
 def test_accessible_at_every_size(
-    api: ApiServer, edge: Callable[[str], Edge], new_tab: Callable[..., Tab], viewport: tuple[int, int]
+    api: ApiServer,
+    edge: Callable[[str], Edge],
+    new_tab: Callable[..., Tab],
+    viewport: tuple[int, int],
+    locale: str,
+    occupied: str,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -201,19 +208,20 @@ def test_accessible_at_every_size(
     cam.status(CameraStatus.STREAMING)
     cam.occupancy(bays(occupied={"B3"}))
     wait_until("zones in the API", lambda: len(api.get("/v1/parking/zones.geojson")["features"]) == 7)
-    tab = new_tab(viewport=viewport, mobile=viewport[0] < 500)
+    tab = new_tab(viewport=viewport, mobile=viewport[0] < 500, locale=locale)
     page = tab.page
     page.goto(f"{api.url}/operator")
     expect(page.locator("path.zone")).to_have_count(7)
+    expect(page.locator("html")).to_have_attribute("lang", locale[:2])
     # Keyboard: the zone list reaches the history without a mouse.
     page.locator(f'#zone-list button[data-zone-id="{zone_uid("B3")}"]').focus()
     page.keyboard.press("Enter")
-    expect(page.locator("#detail-state")).to_have_text("Occupied")
+    expect(page.locator("#detail-state")).to_have_text(occupied)
     violations = tab.axe()
     assert not violations, [(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in violations]
     # Nothing wider than the screen (no sideways scrolling on a phone).
     assert page.evaluate("document.documentElement.scrollWidth") <= viewport[0]
-    tab.shot(f"operator-{viewport[0]}x{viewport[1]}")
+    tab.shot(f"operator-{viewport[0]}x{viewport[1]}-{locale[:2]}")
     tab.assert_no_errors()
 
 

@@ -9,7 +9,7 @@
 
 import { ApiError, PATHS, apiKey, download, fetchConfig, getJson, occupancyClass, parseTime, url, zonePath } from "./api.js";
 import { h, setStatus, startPage } from "./common.js";
-import { formatAgo, formatDuration, formatNumber, formatTime, onLangChange, t, tn } from "./i18n.js";
+import { formatAgo, formatDuration, formatNumber, formatTime, lang, onLangChange, t, tn } from "./i18n.js";
 import { createMap, zoneStyle } from "./mapview.js";
 
 const LIVE_MIN_GAP_MS = 1000;
@@ -332,6 +332,23 @@ function renderDetail() {
   els["detail-facts"].replaceChildren(...facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
+/** uPlot formats dates in English only: the time axis and legend use the page language instead. */
+function timeAxis() {
+  return {
+    values: (u, splits) => {
+      const span = (u.scales.x.max ?? 0) - (u.scales.x.min ?? 0);
+      const fmt = new Intl.DateTimeFormat(lang(), span > 2 * 86400
+        ? { day: "numeric", month: "numeric" }
+        : { hour: "2-digit", minute: "2-digit" });
+      return splits.map((v) => fmt.format(new Date(v * 1000)));
+    },
+  };
+}
+
+function timeSeries() {
+  return { label: t("chart.time"), value: (_u, v) => (v == null ? "–" : formatTime(new Date(v * 1000))) };
+}
+
 /** The chart shows the whole period asked for, not just the stretch that has data. */
 function spanSeconds(span) {
   return [Date.parse(span.from) / 1000, Date.parse(span.to) / 1000];
@@ -373,13 +390,13 @@ async function loadHistory() {
     width: chartWidth(els["history-chart"]),
     height: 220,
     series: [
-      {},
-      { label: t("zone.free"), stroke: "#1a7f37", width: 2, fill: "rgba(26,127,55,0.12)", paths: uPlot.paths.stepped({ align: 1 }) },
-      { label: "min", stroke: "#9a6700", dash: [4, 4] },
-      { label: "max", stroke: "#0a58ca", dash: [2, 4] },
-      { label: "total", stroke: "#57606a", width: 1 },
+      timeSeries(),
+      { label: t("chart.free_avg"), stroke: "#1a7f37", width: 2, fill: "rgba(26,127,55,0.12)", paths: uPlot.paths.stepped({ align: 1 }) },
+      { label: t("chart.min"), stroke: "#9a6700", dash: [4, 4] },
+      { label: t("chart.max"), stroke: "#0a58ca", dash: [2, 4] },
+      { label: t("chart.total"), stroke: "#57606a", width: 1 },
     ],
-    axes: [{}, { label: t("zone.free") }],
+    axes: [timeAxis(), { label: t("zone.free") }],
     scales: { x: { time: true, range: () => spanSeconds(span) }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
   }, [xs, points.map((p) => p.free), points.map((p) => p.min), points.map((p) => p.max), points.map((p) => p.total)], els["history-chart"]);
 }
@@ -514,7 +531,8 @@ function renderTraffic() {
   trafficPlot = new uPlot({
     width: chartWidth(els["traffic-chart"]),
     height: 240,
-    series: [{}, ...series.map((s, i) => ({ label: name(s), stroke: palette[i % palette.length], width: 2, points: { show: times.length < 60 } }))],
+    series: [timeSeries(), ...series.map((s, i) => ({ label: name(s), stroke: palette[i % palette.length], width: 2, points: { show: times.length < 60 } }))],
+    axes: [timeAxis(), {}],
     scales: { x: { time: true, range: () => spanSeconds(trafficSpan) }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
   }, data, els["traffic-chart"]);
   // The same figures as a table: readable without the chart (screen readers, printing).
