@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -53,6 +54,12 @@ CREATE TABLE IF NOT EXISTS meta (
     value NOT NULL
 );
 """
+
+HOUSEKEEPING_S = 1.0
+"""At most this often a put also applies the age bound and saves the heartbeat (``last_put``)."""
+
+RECLAIM_PAGES = 256
+"""Free pages (4 KiB each) beyond which an emptied queue is vacuumed."""
 
 LOSS_LOG_EVERY_S = 60.0
 """Drops are logged when they start and then at most this often (each is counted regardless)."""
@@ -105,7 +112,8 @@ class SpoolStats:
     enqueued: int
     boot: int
     last_put: float | None
-    """Unix time of the newest write: a health check sees a hung worker by this going old."""
+    """Unix time of a recent write (saved at most every HOUSEKEEPING_S): a health check sees a hung
+    worker by this going old."""
 
     @property
     def lost(self) -> int:
@@ -160,6 +168,9 @@ class Spool:
         self._lock = threading.Lock()
         self._unlogged_loss = 0
         self._loss_logged_at = -LOSS_LOG_EVERY_S
+        self._unsaved_puts = 0
+        self._meta_saved_at = -math.inf
+        self._expiry_checked_at = -math.inf
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -210,8 +221,6 @@ class Spool:
 
     def _setup(self, sync: str) -> None:
         db = self._db
-        # auto_vacuum must precede the first table; on an existing file it is a no-op.
-        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.DatabaseError(f"journal_mode WAL refused (got {mode}); is the folder on NFS?")
@@ -246,6 +255,7 @@ class Spool:
             # The in-memory mirrors were updated along the way; the rollback undid the rows.
             self._bytes, self._pending_rows = self._scan()
             self._counters = {k: self._meta(db, k) for k in COUNTERS}
+            self._counters["enqueued"] += self._unsaved_puts
             raise
 
     @staticmethod
@@ -334,7 +344,10 @@ class Spool:
             self._check_open()
             now = self._clock()
             with self._tx() as db:
-                lost = self._expire(db, now)
+                lost = 0
+                if now - self._expiry_checked_at >= HOUSEKEEPING_S or now < self._expiry_checked_at:
+                    lost = self._expire(db, now)
+                    self._expiry_checked_at = now
                 lost += self._make_room(db, size)
                 cur = db.execute(
                     "INSERT INTO queue(topic, payload, retain, event_id, created, state) "
@@ -347,8 +360,14 @@ class Spool:
                         "VALUES (?, ?, ?, ?)",
                         (topic, payload, event_id, now),
                     )
-                self._add(db, "enqueued", 1)
-                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_put', ?)", (now,))
+                save = now - self._meta_saved_at >= HOUSEKEEPING_S or now < self._meta_saved_at
+                if save:
+                    self._save_put_meta(db, now, self._unsaved_puts + 1)
+            # only now that the put is committed
+            self._unsaved_puts = 0 if save else self._unsaved_puts + 1
+            if save:
+                self._meta_saved_at = now
+            self._counters["enqueued"] = self._counters.get("enqueued", 0) + 1
             self._bytes += size
             self._pending_rows += 1
             seq = cur.lastrowid
@@ -356,6 +375,18 @@ class Spool:
             self._log_loss(lost)
         assert seq is not None
         return int(seq)
+
+    @staticmethod
+    def _save_put_meta(db: sqlite3.Connection, now: float, puts: int) -> None:
+        """The heartbeat and the enqueued total, written at most every HOUSEKEEPING_S: two upserts per
+        event would cost more than the event itself when the sync mode is ``normal``."""
+        if puts:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES ('enqueued', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                (puts,),
+            )
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_put', ?)", (now,))
 
     def _log_loss(self, n: int) -> None:
         """Warn when dropping starts, then at most once a minute: a full spool drops on every put."""
@@ -430,10 +461,16 @@ class Spool:
                 return self._expire(db, self._clock())
 
     def _reclaim(self) -> None:
-        """Give disk back after an outage drained: the file would otherwise stay at its peak size."""
+        """Give disk back after an outage drained: the file would otherwise stay at its peak size.
+
+        VACUUM rather than auto_vacuum=INCREMENTAL: the incremental pragma frees one page per
+        statement step through Python's sqlite3, and with the queue empty VACUUM copies only the
+        retained snapshots and counters.
+        """
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-        if free > 256:
-            self._db.execute("PRAGMA incremental_vacuum")
+        if free > RECLAIM_PAGES:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def has_pending(self, topic: str) -> bool:
         with self._lock:
@@ -488,6 +525,10 @@ class Spool:
                 return
             self._closed = True
             with contextlib.suppress(sqlite3.Error):
+                if self._unsaved_puts:
+                    with self._tx() as db:
+                        self._save_put_meta(db, self._clock(), self._unsaved_puts)
+                    self._unsaved_puts = 0
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
             self._release_lock()

@@ -10,8 +10,10 @@ import getpass
 import itertools
 import json
 import logging
+import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -252,7 +254,7 @@ def test_spool_reader_sees_a_live_writer(tmp_path: Path) -> None:
     for i in range(3):
         spool.put("t/a", b"x", retain=False, event_id=f"e{i}")
     s = read_stats(path)
-    assert (s.queued, s.enqueued) == (3, 3)
+    assert s.queued == 3 and s.enqueued >= 1  # the total is saved at most once a second
     assert s.last_put is not None and abs(s.last_put - time.time()) < 60
     spool.put("t/a", b"x", retain=False, event_id="e3")
     assert read_stats(path).queued == 4
@@ -491,3 +493,66 @@ def test_wrong_credentials_error_and_retry_with_backoff(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_drained_spool_gives_disk_back(tmp_path: Path) -> None:
+    """After an outage drains, the file returns to its empty size instead of staying at its peak."""
+    path = tmp_path / "s.sqlite"
+    spool = Spool(path, max_bytes=1 << 30, max_age_s=3600, sync="normal")
+    for i in range(2000):
+        spool.put("t/occupancy", bytes([i % 256]) * 6000, retain=i % 100 == 0, event_id=f"e{i}")
+
+    def disk() -> int:
+        return sum(p.stat().st_size for p in tmp_path.glob("s.sqlite*") if not p.name.endswith(".lock"))
+
+    assert disk() > 10 * 2**20
+    while rows := spool.pending(limit=500):
+        spool.ack(r.seq for r in rows)
+    assert disk() < 2**20
+    assert spool.retained()[0].payload == bytes([1900 % 256]) * 6000  # what must survive, did
+    spool.close()
+
+
+def test_spool_status_command_is_a_health_check(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: s\nhealth_interval_s: 10\nmqtt:\n  spool: {dir: q}\ncameras:\n"
+        "  - {id: alive, source: x}\n  - {id: hung, source: x}\n"
+    )
+
+    def status(*extra: str) -> tuple[int, dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "cityeye", "spool", "status", "--config", str(site), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return out.returncode, json.loads(out.stdout) if out.stdout else {"stderr": out.stderr}
+
+    rc, report = status()
+    assert rc == 1 and any("no spool at" in p for p in report["problems"])
+    alive = Spool(spool_file(tmp_path / "q", "s", "alive"), max_bytes=1 << 20, max_age_s=1e6)
+    long_ago = time.time() - 3600
+    hung = Spool(
+        spool_file(tmp_path / "q", "s", "hung"), max_bytes=1 << 20, max_age_s=1e6, clock=lambda: long_ago
+    )
+    try:
+        alive.put("t", b"x", retain=False, event_id="a1")
+        hung.put("t", b"x", retain=False, event_id="h1")
+        rc, report = status("--camera", "alive")  # read while the writers hold their spools
+        assert rc == 0 and report["healthy"] is True
+        assert report["cameras"]["alive"]["queued"] == 1
+        rc, report = status()
+        assert rc == 1 and len(report["problems"]) == 1
+        assert re.fullmatch(
+            r"hung: nothing queued for 36\d\d s \(> 60 s\): the worker is stopped or hung",
+            report["problems"][0],
+        )
+        rc, report = status("--camera", "alive", "--max-backlog-s", "0")
+        assert rc == 1 and "the oldest queued event waits" in report["problems"][0]
+        rc, report = status("--camera", "nope")
+        assert rc == 2 and "not in" in report["stderr"]
+    finally:
+        alive.close()
+        hung.close()
