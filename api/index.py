@@ -29,6 +29,7 @@ from cityeye.api.store import CameraRecord, Store, ZoneRecord, utcnow
 log = logging.getLogger(__name__)
 
 KIND_CODES = {"space": 0, "area": 1}
+MIN_REFRESH_S = 0.2
 VEHICLE_CODES = {None: 0, "car": 1, "motorcycle": 2}
 
 
@@ -240,6 +241,10 @@ class ZoneIndex:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.refresh_s)
+            # Under a stream of writes, wake-ups come faster than a refresh is worth: catch up at
+            # most every MIN_REFRESH_S, so a busy ingest does not spend its CPU rebuilding arrays.
+            if self._stop.wait(min(MIN_REFRESH_S, self.refresh_s)):
+                return
             self._wake.clear()
             if self._stop.is_set():
                 return

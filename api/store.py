@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -592,13 +593,13 @@ class Store:
         out: list[ApplyResult] = []
         with self._write() as s:
             rev = self._next_rev(s)
-            seen = self._insert(SeenEventRow.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+            seen = self._seen_insert
             for event in events:
                 if isinstance(event, TrafficEvent):
                     out.append(self._apply_traffic(s, event, now, rev))
                     continue
-                inserted = s.execute(seen, {"event_id": event.event_id, "received_at": now})
-                if inserted.rowcount == 0:  # type: ignore[attr-defined]
+                inserted = s.connection().execute(seen, {"event_id": event.event_id, "received_at": now})
+                if inserted.rowcount == 0:
                     out.append(ApplyResult.DUPLICATE)
                     continue
                 if isinstance(event, OccupancyEvent):
@@ -647,24 +648,9 @@ class Store:
     ) -> None:
         """Camera last seen/heard, as one upsert (the hot path: no ORM load)."""
         s.flush()  # ORM changes of this camera (status, health) first
-        tbl = CameraRow.__table__.c
-        ins = self._insert(CameraRow.__table__).values(
-            site=site, camera=camera, last_seen_at=at, last_heard_at=now, rev=rev
-        )
-        ex = ins.excluded
-
-        def newer(col: Any, new: Any) -> Any:
-            return case((or_(col.is_(None), col < new), new), else_=col)
-
-        s.execute(
-            ins.on_conflict_do_update(
-                index_elements=["site", "camera"],
-                set_={
-                    "last_seen_at": newer(tbl.last_seen_at, ex.last_seen_at),
-                    "last_heard_at": newer(tbl.last_heard_at, ex.last_heard_at),
-                    "rev": ex.rev,
-                },
-            )
+        s.connection().execute(
+            self._camera_upsert,
+            {"site": site, "camera": camera, "last_seen_at": at, "last_heard_at": now, "rev": rev},
         )
         # The ORM may hold this camera from an earlier event of the batch: make it re-read.
         row = s.identity_map.get(s.identity_key(CameraRow, (site, camera)))
@@ -703,18 +689,7 @@ class Store:
             self._add_zone_stats(
                 s, ev.observed_at, [(zone_uid(ev.site, ev.camera, z.id), z.free, z.total) for z in ev.zones]
             )
-        ins = self._insert(ZoneRow.__table__)
-        ex = ins.excluded
-        keep = ("uid", "site", "camera", "zone_id")
-        # An out-of-order (older) snapshot must not turn back a zone's clock: the WHERE skips it.
-        s.execute(
-            ins.on_conflict_do_update(
-                index_elements=["uid"],
-                set_={c: ex[c] for c in rows[0] if c not in keep},
-                where=ZoneRow.__table__.c.observed_at <= ex.observed_at,
-            ),
-            rows,
-        )
+        s.connection().execute(self._zone_upsert, rows)
         # A snapshot lists every zone of the camera: a zone it no longer lists (and that no newer
         # snapshot mentioned) was removed from the camera's zones file; stop offering it.
         s.execute(
@@ -731,39 +706,76 @@ class Store:
         )
         self._touch_camera(s, ev.site, ev.camera, ev.observed_at, now, rev)
 
+    @cached_property
+    def _stats_upsert(self) -> Any:
+        """Built once: constructing an ON CONFLICT statement costs more than executing it."""
+        ins = self._insert(ZoneStatRow.__table__)
+        ex = ins.excluded
+        tbl = ZoneStatRow.__table__.c
+        return ins.on_conflict_do_update(
+            index_elements=["uid", "res_s", "bucket"],
+            set_={
+                "samples": tbl.samples + ex.samples,
+                "free_sum": tbl.free_sum + ex.free_sum,
+                "free_min": self._least(tbl.free_min, ex.free_min),
+                "free_max": self._greatest(tbl.free_max, ex.free_max),
+                "total_max": self._greatest(tbl.total_max, ex.total_max),
+            },
+        )
+
+    @cached_property
+    def _camera_upsert(self) -> Any:
+        tbl = CameraRow.__table__.c
+        ins = self._insert(CameraRow.__table__)
+        ex = ins.excluded
+
+        def newer(col: Any, new: Any) -> Any:
+            return case((or_(col.is_(None), col < new), new), else_=col)
+
+        return ins.on_conflict_do_update(
+            index_elements=["site", "camera"],
+            set_={
+                "last_seen_at": newer(tbl.last_seen_at, ex.last_seen_at),
+                "last_heard_at": newer(tbl.last_heard_at, ex.last_heard_at),
+                "rev": ex.rev,
+            },
+        )
+
+    @cached_property
+    def _zone_upsert(self) -> Any:
+        ins = self._insert(ZoneRow.__table__)
+        ex = ins.excluded
+        keep = ("uid", "site", "camera", "zone_id")
+        # An out-of-order (older) snapshot must not turn back a zone's clock: the WHERE skips it.
+        return ins.on_conflict_do_update(
+            index_elements=["uid"],
+            set_={c.name: ex[c.name] for c in ZoneRow.__table__.c if c.name not in keep},
+            where=ZoneRow.__table__.c.observed_at <= ex.observed_at,
+        )
+
+    @cached_property
+    def _seen_insert(self) -> Any:
+        return self._insert(SeenEventRow.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+
     def _add_zone_stats(self, s: Session, at: datetime, values: list[tuple[str, int, int]]) -> None:
         t = epoch(at)
-        for res in RESOLUTIONS_S:
-            bucket = t - t % res
-            ins = self._insert(ZoneStatRow.__table__)
-            ex = ins.excluded
-            tbl = ZoneStatRow.__table__.c
-            stmt = ins.on_conflict_do_update(
-                index_elements=["uid", "res_s", "bucket"],
-                set_={
-                    "samples": tbl.samples + ex.samples,
-                    "free_sum": tbl.free_sum + ex.free_sum,
-                    "free_min": self._least(tbl.free_min, ex.free_min),
-                    "free_max": self._greatest(tbl.free_max, ex.free_max),
-                    "total_max": self._greatest(tbl.total_max, ex.total_max),
-                },
-            )
-            s.execute(
-                stmt,
-                [
-                    {
-                        "uid": uid,
-                        "res_s": res,
-                        "bucket": bucket,
-                        "samples": 1,
-                        "free_sum": free,
-                        "free_min": free,
-                        "free_max": free,
-                        "total_max": total,
-                    }
-                    for uid, free, total in values
-                ],
-            )
+        s.connection().execute(
+            self._stats_upsert,
+            [
+                {
+                    "uid": uid,
+                    "res_s": res,
+                    "bucket": t - t % res,
+                    "samples": 1,
+                    "free_sum": free,
+                    "free_min": free,
+                    "free_max": free,
+                    "total_max": total,
+                }
+                for res in RESOLUTIONS_S
+                for uid, free, total in values
+            ],
+        )
 
     def _apply_status(self, s: Session, ev: StatusEvent, now: datetime, rev: int) -> None:
         """Statuses apply in arrival order, not by timestamp.

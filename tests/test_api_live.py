@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -27,7 +28,7 @@ OP_KEY = "operator-key-0123456789"
 
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(
         uvicorn.Config(app, log_config=None, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
@@ -54,10 +55,9 @@ class Listener:
         self.thread.start()
 
     def _run(self, url: str) -> None:
-        try:
+        # The server stopping under an open stream ends it with an HTTP error.
+        with contextlib.suppress(httpx.HTTPError):
             self._read(url)
-        except httpx.HTTPError:  # the server stopping under an open stream ends it this way
-            pass
 
     def _read(self, url: str) -> None:
         with httpx.Client(timeout=httpx.Timeout(5, read=30)) as c, c.stream("GET", url) as r:
