@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,10 @@ class ParkingAnalyser:
         self._last_obs: Observation | None = None
         self._motion_key: tuple[int, datetime] | None = None
         self._motion: Motion | None = None
+        self.frames_analysed = 0
+        """Frames this analyser ran its own detection on (the worker's counters do not see them)."""
+        self.inference_ms: float | None = None
+        """Time of the last tiled pass, milliseconds."""
 
     def _limits(self) -> dict[str, float]:
         """Dwell limit per space: the zone's ``max_dwell_s`` property, else the camera's."""
@@ -147,9 +152,11 @@ class ParkingAnalyser:
                  self.state_file, f" ({dropped} no longer in the zones file)" if dropped else "")
         self._saved = self.filter.to_json()
 
-    def _persist(self, now: datetime) -> None:
+    def _persist(self, now: datetime, force: bool = False) -> None:
+        """Write when a state, a pending change, an occlusion or an overstay changed; a new score
+        alone (every analysed frame of an occupied bay) does not wear the disk."""
         data = self.filter.to_json()
-        if data == self._saved:
+        if not force and self._saved is not None and _without_scores(data) == _without_scores(self._saved):
             return
         try:
             save_state(self.state_file, data, now, site=self.ctx.site, camera=self.ctx.camera)
@@ -189,6 +196,8 @@ class ParkingAnalyser:
         return False
 
     def process(self, frame: Frame, detections: Detections | None) -> list[AnyEvent]:
+        """``detections`` (a worker's whole-frame pass) is not used: :meth:`needs_detection` never
+        asks for it, and the decision rule was measured on the tiled pass only."""
         if not self.zones:
             return []
         now = frame.timestamp
@@ -196,7 +205,12 @@ class ParkingAnalyser:
             self._restore(now)
         motion = self._motion_of(frame)
         if self._should_analyse(frame):
-            self._analyse(now, self._tiler()(frame.image), motion)
+            tiler = self._tiler()
+            t0 = time.perf_counter()
+            dets = tiler(frame.image)
+            self.inference_ms = (time.perf_counter() - t0) * 1000
+            self.frames_analysed += 1
+            self._analyse(now, dets, motion)
         if self._last_obs is None:
             return []  # nothing analysed yet: no snapshot to publish
         events: list[AnyEvent] = [self._snapshot(now, self._last_obs)]
@@ -250,4 +264,8 @@ class ParkingAnalyser:
 
     def close(self) -> None:
         if self._last_analysed is not None:
-            self._persist(self._last_analysed)
+            self._persist(self._last_analysed, force=True)
+
+
+def _without_scores(spaces: dict[str, Any]) -> dict[str, Any]:
+    return {k: {f: v for f, v in t.items() if f != "score"} for k, t in spaces.items()}

@@ -61,8 +61,9 @@ def test_occupancy_on_real_frames(tmp_path: Path) -> None:
         assert area["vehicles"] >= sum(z["occupied"] for z in spaces)
         labels = read_pklot_labels(folder / f"{stem}.xml")
         correct = sum(z["occupied"] == labels[z["id"]] for z in spaces)
-        # All-occupied would score 0.6 on MIXED, all-empty 0.4: this needs real decisions.
-        assert correct / len(spaces) >= 0.85, (stem, correct)
+        # All-occupied would score 0.6 on MIXED, all-empty 0.4: this needs real decisions (the
+        # default tiled pass and footprint rule get 40/40 on both; a miss or two is tolerated).
+        assert correct / len(spaces) >= 0.95, (stem, correct)
 
 
 def test_import_ultralytics_scale_and_georef(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
