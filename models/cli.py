@@ -129,9 +129,13 @@ def model_info(path: Path) -> dict[str, Any]:
         info["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     shape = session.get_inputs()[0].shape
     out_shape = session.get_outputs()[0].shape
-    if len(shape) == 4 and all(isinstance(d, int) for d in (*shape[2:], *out_shape)):
-        try:
-            info["decoder"] = select_decoder((shape[2], shape[3]), out_shape, meta).family
+    if (
+        len(shape) == 4
+        and len(out_shape) == 3
+        and all(isinstance(d, int) for d in (*shape[2:], *out_shape[1:]))
+    ):
+        try:  # the batch axis may be dynamic ("batch"); the head is judged per image
+            info["decoder"] = select_decoder((shape[2], shape[3]), [1, *out_shape[1:]], meta).family
         except ModelError:
             info["decoder"] = None
     return info

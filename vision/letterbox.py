@@ -112,7 +112,8 @@ def letterbox(
         tensor = out
     tensor.fill(np.float32(spec.pad_value) / divisor)
     region = tensor[0, :, geo.top : geo.top + rh, geo.left : geo.left + rw]
+    planes = cv2.split(resized)  # contiguous planes: the division then reads memory in order
     for ch in range(3):
         src = 2 - ch if spec.rgb else ch
-        np.divide(resized[:, :, src], divisor, out=region[ch], casting="unsafe")
+        np.divide(planes[src], divisor, out=region[ch], casting="unsafe")
     return tensor, geo
