@@ -169,13 +169,18 @@ class ApiServer:
 
 
 def start_api(
-    tmp: Path, broker: Broker, *, web: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    tmp: Path,
+    broker: Broker,
+    *,
+    web: dict[str, Any] | None = None,
+    api: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> ApiServer:
     """`cityeye api` as its own process on a free port, exactly as an operator starts it."""
     cfg = {
         "site": SITE,
         "mqtt": {"host": broker.host, "port": broker.port},
-        "api": {"host": "127.0.0.1", "database_url": f"sqlite:///{tmp / 'api.db'}"},
+        "api": {"host": "127.0.0.1", "database_url": f"sqlite:///{tmp / 'api.db'}", **(api or {})},
         "web": {"refresh_s": 5, **(web or {})},
     }
     cfg_path = tmp / "site.yaml"

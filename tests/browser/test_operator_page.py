@@ -270,3 +270,30 @@ def test_city_scale_map_draws_on_canvas_and_stays_live(
     expect(page.locator("#zone-list button")).to_have_count(11)  # S99 and S990..S999 of cam0
     expect(page.locator("#zone-count")).to_have_text("11 zones")
     tab.assert_no_errors()
+
+
+def test_figures_age_into_stale_while_the_stream_is_quiet(
+    tmp_path: Path, mosquitto: Broker, edge: Callable[[str], Edge], new_tab: Callable[..., Tab]
+) -> None:
+    """No message marks a figure growing old: the page applies api.stale_after_s itself."""
+    from playwright.sync_api import expect
+
+    server = start_api(tmp_path, mosquitto, api={"stale_after_s": 4})
+    try:
+        cam = edge(CAM)
+        cam.status(CameraStatus.STREAMING)
+        cam.occupancy(bays(occupied=set()))
+        wait_until("zones", lambda: len(server.get("/v1/parking/zones.geojson")["features"]) == 7)
+        tab = new_tab()
+        page = tab.page
+        page.goto(f"{server.url}/operator")
+        b1 = page.locator(f'path.zone[data-zone-id="{zone_uid("B1")}"]')
+        expect(b1).to_have_attribute("data-state", "free")
+        expect(page.locator("#live")).to_have_attribute("data-state", "live")
+        expect(b1).to_have_attribute("data-state", "stale", timeout=15_000)
+        expect(page.locator('#lots tr[data-lot="Bach Dang"]')).to_contain_text("Out of date", timeout=10_000)
+        cam.occupancy(bays(occupied={"B1"}))  # a fresh snapshot: trusted again, and full
+        expect(b1).to_have_attribute("data-state", "full", timeout=10_000)
+        tab.assert_no_errors()
+    finally:
+        stop_api(server)

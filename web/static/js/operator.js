@@ -15,6 +15,7 @@ import { createMap, zoneStyle } from "./mapview.js";
 const LIVE_MIN_GAP_MS = 1000;
 const RENDER_GAP_MS = 250;
 const SLOW_REFRESH_MS = 60_000; // history and traffic: per-minute figures
+const TICK_MS = 5_000; // relative times and ageing figures
 const MAX_LISTED_ZONES = 300;
 const CANVAS_ABOVE = 3000; // SVG keeps each zone a DOM node (focus, tests); canvas scales to city size
 const RANGES = { "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400 };
@@ -25,6 +26,7 @@ let cfg, map, zoneLayer;
 const zones = new Map(); // id -> zone as the API gives it (zones.geojson properties, live `zone` events)
 const layers = new Map(); // id -> Leaflet layer
 const geomKeys = new Map(); // id -> the geometry its layer was drawn from
+const drawnStates = new Map(); // id -> the state its mark shows
 const lots = new Map(); // '<site>:<lot>' -> /v1/parking/lots entry
 let renderTimer = null;
 let started = false;
@@ -87,6 +89,14 @@ async function start() {
   await Promise.allSettled([loadZones({ fit: true }), loadLots(), loadTraffic()]);
   connectLive();
   setInterval(() => { loadTraffic(); if (selected) loadHistory(); }, SLOW_REFRESH_MS);
+  // "2 min ago" must keep counting, and figures age into stale, with no message to say so.
+  setInterval(() => {
+    let changed = false;
+    for (const id of zones.keys()) changed = styleZone(id, { force: false }) || changed;
+    renderCameras();
+    renderDetail();
+    if (changed) scheduleRender(null);
+  }, TICK_MS);
 }
 
 function showLogin(error) {
@@ -178,6 +188,7 @@ function upsertZone(p, geometry, { render = true } = {}) {
 function removeZone(id, { render = true } = {}) {
   zones.delete(id);
   geomKeys.delete(id);
+  drawnStates.delete(id);
   layers.get(id)?.remove();
   layers.delete(id);
   if (selected === id) selected = null;
@@ -185,18 +196,25 @@ function removeZone(id, { render = true } = {}) {
 }
 
 /**
- * A zone is stale when the API says so or its camera is offline now: the live stream announces the
- * camera going offline, not each of its zones, so the page draws that consequence itself.
+ * A zone is stale when the API says so, when its camera is offline now, or when its last update
+ * has grown older than api.stale_after_s: the live stream announces a camera going offline, not
+ * each of its zones, and no message marks a figure ageing, so the page applies the API's rule
+ * (the older of frame and arrival time) itself between events.
  */
-function zoneState(z) {
+function zoneState(z, now = Date.now()) {
   const cam = cameras.get(`${z.site}:${z.camera}`);
-  return occupancyClass({ ...z, stale: z.stale || cam?.online === false });
+  const last = Math.min(Date.parse(z.observed_at ?? z.updated_at), Date.parse(z.updated_at ?? z.observed_at));
+  const aged = Number.isFinite(last) && cfg?.stale_after_s != null && now - last > cfg.stale_after_s * 1000;
+  return occupancyClass({ ...z, stale: z.stale || cam?.online === false || aged });
 }
 
-function styleZone(id) {
+/** Restyle one zone's mark; true when its state changed. Unchanged marks are left alone (10,000 per tick). */
+function styleZone(id, { force = true } = {}) {
   const z = zones.get(id), layer = layers.get(id);
-  if (!z || !layer) return;
+  if (!z || !layer) return false;
   const st = zoneState(z);
+  if (!force && drawnStates.get(id) === st) return false;
+  drawnStates.set(id, st);
   layer.setStyle(zoneStyle(st, id === selected));
   const el = layer.getElement?.();
   if (el) {
@@ -205,6 +223,7 @@ function styleZone(id) {
     el.dataset.state = st;
   }
   if (id === selected) layer.bringToFront?.();
+  return true;
 }
 
 function zoneTooltip(z) {
@@ -252,14 +271,20 @@ function renderLists() {
 
 function renderLots() {
   // Lots as the API sums them (a bay seen by two cameras counts once); zones without a lot in one row.
+  // A lot is out of date when every zone of it is (the page's own rule between events, see zoneState).
+  const fresh = new Map();
+  for (const z of zones.values()) {
+    const key = z.lot ? `${z.site}:${z.lot}` : "";
+    fresh.set(key, (fresh.get(key) ?? false) || zoneState(z) !== "stale");
+  }
   const rows = [...lots.values()].sort((a, b) => String(a.lot).localeCompare(String(b.lot), undefined, { numeric: true }));
   const loose = [...zones.values()].filter((z) => !z.lot);
   if (loose.length) {
-    rows.push({ id: "", lot: null, free: loose.reduce((a, z) => a + z.free, 0), total: loose.reduce((a, z) => a + z.total, 0), stale: loose.every((z) => z.stale) });
+    rows.push({ id: "", lot: null, free: loose.reduce((a, z) => a + z.free, 0), total: loose.reduce((a, z) => a + z.total, 0) });
   }
   const tbody = els.lots.tBodies[0];
   tbody.replaceChildren(...rows.map((l) => {
-    const st = occupancyClass(l);
+    const st = occupancyClass({ ...l, stale: l.stale || fresh.get(l.id) === false });
     const key = l.lot ?? "";
     return h("tr", { dataset: { lot: key } },
       h("th", { scope: "row" }, h("button", { type: "button", "aria-pressed": String(lotFilter === key), "data-lot-key": key, onclick: () => filterLot(key) }, l.lot ?? t("lots.nolot"))),
