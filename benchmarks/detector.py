@@ -42,7 +42,7 @@ import onnxruntime as ort
 import shapely
 
 from cityeye.models.graph import reshape_model
-from cityeye.models.registry import SessionSettings
+from cityeye.models.registry import ModelError, SessionSettings
 from cityeye.vision.config import TileConfig
 from cityeye.vision.detector import Detector
 
@@ -297,12 +297,16 @@ def main(argv: list[str] | None = None) -> int:
             Timer(base, images, 1),
         )
     }
+    skipped: list[dict[str, Any]] = []
     for (mname, sname), path in variants.items():
         for batch in (1, 4):
-            timers[f"{mname}_{sname}_b{batch}"] = (
-                {"model": mname, "imgsz": sname, "batch": batch},
-                Timer(Detector(path, batch=batch, session=session), images, batch),
-            )
+            meta = {"model": mname, "imgsz": sname, "batch": batch}
+            try:
+                det = Detector(path, batch=batch, session=session)
+            except ModelError as exc:  # e.g. run-time quantised models refuse batches (frames would interact)
+                skipped.append({**meta, "skipped": str(exc).split(";")[0]})
+                continue
+            timers[f"{mname}_{sname}_b{batch}"] = (meta, Timer(det, images, batch))
     ultra = (
         UltralyticsTimer(args.ultralytics_python, models["fp32"], frame_paths)
         if args.ultralytics_python
@@ -319,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "stages_ms": stages(base, images),
     }
     result["configs"] = [{**meta, **t.summary()} for meta, t in timers.values()]
+    result["skipped_configs"] = skipped
 
     if not args.no_accuracy:
         acc: dict[str, Any] = {}

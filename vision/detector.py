@@ -60,6 +60,16 @@ def _metadata_imgsz(meta: dict[str, str]) -> tuple[int, int] | None:
     return None
 
 
+def quantises_at_run_time(path: Path) -> bool:
+    """Whether the graph has DynamicQuantizeLinear, whose per-tensor scale spans the whole batch.
+
+    Operator types are plain strings in the ONNX protobuf, so a byte search answers this without
+    the onnx package (which the edge install does not carry).
+    """
+    with path.open("rb") as f:
+        return b"DynamicQuantizeLinear" in f.read()
+
+
 def tile_windows(
     image_hw: tuple[int, int], tile_hw: tuple[int, int], overlap: float
 ) -> list[tuple[int, int, int, int]]:
@@ -131,6 +141,12 @@ class Detector:
                 "used; "
                 f"set batch: 1, or make the batch axis dynamic with `cityeye models reshape {self._path} "
                 "--batch dynamic`"
+            )
+        if batch > 1 and quantises_at_run_time(self._path):
+            raise ModelError(
+                f"{self._path} quantises activations at run time (DynamicQuantizeLinear) with one scale per "
+                "tensor, so frames sharing a run would change each other's detections; use batch: 1, a "
+                "float model, or a static INT8 copy (`cityeye models quantize --mode static`)"
             )
         self.batch = fixed_batch or batch
         self._class_filter = self._class_ids(classes)
