@@ -10,6 +10,7 @@ never lock against the refresher.
 
 from __future__ import annotations
 
+import json as json_module
 import logging
 import threading
 import time
@@ -92,6 +93,15 @@ class Snapshot:
     pos_free: npt.NDArray[np.int64]
     pos_kind: npt.NDArray[np.int8]
     pos_vehicle: npt.NDArray[np.int8]
+    pos_last: npt.NDArray[np.float64]
+    """Epoch seconds of each zone's last update (the older of frame and arrival time)."""
+    pos_cam: npt.NDArray[np.int64]
+    pos_frag: list[str]
+    """Each zone's JSON object without its closing brace: answers are joined, not re-encoded."""
+    cam_offline: npt.NDArray[np.bool_]
+    """Camera said offline (status or Last Will), by camera index."""
+    cam_heard: npt.NDArray[np.float64]
+    """Epoch seconds the centre last heard from the camera (NaN: never)."""
     tree: STRtree | None
     built_at: float = field(default_factory=time.monotonic)
 
@@ -103,11 +113,16 @@ class Snapshot:
         cameras: dict[tuple[str, str], CameraRecord],
         json: dict[str, dict[str, Any]],
         prev: Snapshot | None,
+        frags: dict[str, str] | None = None,
     ) -> Snapshot:
+        if frags is None:
+            frags = {u: _frag(j) for u, j in json.items()}
         placed = sorted(u for u, z in zones.items() if z.lat is not None and z.lon is not None)
         lat = np.fromiter((zones[u].lat for u in placed), dtype=np.float64, count=len(placed))
         lon = np.fromiter((zones[u].lon for u in placed), dtype=np.float64, count=len(placed))
         uids = np.array(placed, dtype=np.str_) if placed else np.array([], dtype=np.str_)
+        cam_keys = sorted(cameras)
+        cam_idx = {k: i for i, k in enumerate(cam_keys)}
         tree: STRtree | None
         if (
             prev is not None
@@ -133,8 +148,93 @@ class Snapshot:
             pos_vehicle=np.fromiter(
                 (VEHICLE_CODES.get(zones[u].vehicle, 0) for u in placed), dtype=np.int8, count=len(placed)
             ),
+            pos_last=np.fromiter(
+                (zones[u].last_update.timestamp() for u in placed), dtype=np.float64, count=len(placed)
+            ),
+            pos_cam=np.fromiter(
+                (cam_idx.get((zones[u].site, zones[u].camera), -1) for u in placed),
+                dtype=np.int64,
+                count=len(placed),
+            ),
+            pos_frag=[frags[u] for u in placed],
+            cam_offline=np.array(
+                [cameras[k].status == "offline" for k in cam_keys] + [False], dtype=np.bool_
+            ),
+            cam_heard=np.array(
+                [
+                    np.nan if cameras[k].last_heard_at is None else cameras[k].last_heard_at.timestamp()  # type: ignore[union-attr]
+                    for k in cam_keys
+                ]
+                + [np.nan],
+                dtype=np.float64,
+            ),
             tree=tree,
         )
+
+    def nearby_json(
+        self,
+        lat: float,
+        lon: float,
+        radius_m: float,
+        liveness: Liveness,
+        now: datetime,
+        *,
+        min_free: int = 1,
+        limit: int = 20,
+        kind: str | None = None,
+        vehicle: str | None = None,
+    ) -> str:
+        """The ``{"results": [...]}`` body of /v1/parking/nearby, staleness computed vectorised."""
+        idx, dist = self._nearby(lat, lon, radius_m, min_free, limit, kind, vehicle)
+        if idx.size == 0:
+            return '{"results":[]}'
+        t = now.timestamp()
+        cams = self.pos_cam[idx]  # -1 (unknown camera) reads the extra "never heard" slot
+        heard = self.cam_heard[cams]
+        stale = (
+            self.cam_offline[cams]
+            | (t - heard > liveness.offline_after_s)
+            | (t - self.pos_last[idx] > liveness.stale_after_s)
+        )
+        parts = [
+            f'{self.pos_frag[i]},"stale":{"true" if st else "false"},"distance_m":{round(float(d), 1)!r}}}'
+            for i, st, d in zip(idx.tolist(), stale.tolist(), dist.tolist(), strict=True)
+        ]
+        return '{"results":[' + ",".join(parts) + "]}"
+
+    def _nearby(
+        self,
+        lat: float,
+        lon: float,
+        radius_m: float,
+        min_free: int,
+        limit: int,
+        kind: str | None,
+        vehicle: str | None,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        none = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+        if self.tree is None or limit <= 0:
+            return none
+        box = bounding_box(lat, lon, radius_m)
+        parts = [self.tree.query(shapely.box(lo, box.min_lat, hi, box.max_lat)) for lo, hi in box.lon_ranges]
+        idx = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        if idx.size == 0:
+            return none
+        keep = self.pos_free[idx] >= min_free
+        if kind is not None:
+            keep &= self.pos_kind[idx] == KIND_CODES.get(kind, -1)
+        if vehicle is not None:
+            v = self.pos_vehicle[idx]
+            keep &= (v == 0) | (v == VEHICLE_CODES.get(vehicle, -1))
+        idx = idx[keep]
+        if idx.size == 0:
+            return none
+        dist = haversine_m(lat, lon, self.pos_lat[idx], self.pos_lon[idx])
+        inside = dist <= radius_m
+        idx, dist = idx[inside], dist[inside]
+        # Nearest first; equal distances (zones of one lot share a centroid) by id.
+        order = np.lexsort((self.pos_uids[idx], dist))[:limit]
+        return idx[order].astype(np.int64), dist[order]
 
     def nearby(
         self,
@@ -148,27 +248,12 @@ class Snapshot:
         vehicle: str | None = None,
     ) -> list[tuple[str, float]]:
         """(zone uid, distance) of matching zones within the radius, nearest first (ties by id)."""
-        if self.tree is None or limit <= 0:
-            return []
-        box = bounding_box(lat, lon, radius_m)
-        parts = [self.tree.query(shapely.box(lo, box.min_lat, hi, box.max_lat)) for lo, hi in box.lon_ranges]
-        idx = np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
-        if idx.size == 0:
-            return []
-        keep = self.pos_free[idx] >= min_free
-        if kind is not None:
-            keep &= self.pos_kind[idx] == KIND_CODES.get(kind, -1)
-        if vehicle is not None:
-            v = self.pos_vehicle[idx]
-            keep &= (v == 0) | (v == VEHICLE_CODES.get(vehicle, -1))
-        idx = idx[keep]
-        if idx.size == 0:
-            return []
-        dist = haversine_m(lat, lon, self.pos_lat[idx], self.pos_lon[idx])
-        inside = dist <= radius_m
-        idx, dist = idx[inside], dist[inside]
-        order = np.lexsort((self.pos_uids[idx], dist))[:limit]
-        return [(str(self.pos_uids[idx[i]]), float(dist[i])) for i in order]
+        idx, dist = self._nearby(lat, lon, radius_m, min_free, limit, kind, vehicle)
+        return [(str(self.pos_uids[i]), float(d)) for i, d in zip(idx.tolist(), dist.tolist(), strict=True)]
+
+
+def _frag(j: dict[str, Any]) -> str:
+    return json_module.dumps(j, separators=(",", ":"))[:-1]
 
 
 class ZoneIndex:
@@ -214,7 +299,12 @@ class ZoneIndex:
             cameras = dict(old.cameras)
             for c in ch.cameras:
                 cameras[(c.site, c.camera)] = c
-            new = Snapshot.build(ch.rev, zones, cameras, json, old)
+            frags = {u: f for u, f in zip(old.pos_uids.tolist(), old.pos_frag, strict=True) if u in json}
+            for z in ch.zones:
+                frags[z.uid] = _frag(json[z.uid])
+            for u in json.keys() - frags.keys():
+                frags[u] = _frag(json[u])
+            new = Snapshot.build(ch.rev, zones, cameras, json, old, frags)
             self._snap = new
         for listener in self.listeners:
             try:

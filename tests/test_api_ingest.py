@@ -45,6 +45,11 @@ def wait_for(what: str, fn: Callable[[], T], timeout: float = 10.0) -> T:
         time.sleep(0.02)
 
 
+def caught_up(app: Any) -> None:
+    """The zone index serves what the store holds (it refreshes within 0.2 s of a local write)."""
+    wait_for("the index", lambda: app.state.index.snapshot.rev == app.state.store.current_rev())
+
+
 def north(metres: float) -> float:
     return LAT + metres / M_PER_DEG_LAT
 
@@ -285,6 +290,7 @@ def test_old_snapshot_after_newer_one_is_ignored(live: Live) -> None:
         wait_for("both snapshots", lambda: settled(live.ingest) == 2)
     finally:
         pub.close()
+    caught_up(live.http.app)
     z = live.http.get("/v1/parking/zones/demo:cam1:a").json()
     assert z["free"] == 7
     assert datetime.fromisoformat(z["observed_at"]) == t
@@ -304,6 +310,7 @@ def test_stale_when_the_snapshot_is_old(mosquitto: Broker, tmp_path: Path) -> No
             wait_for("both", lambda: ingest.stats().applied == 2)
         finally:
             pub.close()
+        caught_up(app)
         r = http.get("/v1/parking/nearby", params={"lat": LAT, "lon": LON}).json()["results"]
         assert {x["id"]: x["stale"] for x in r} == {"demo:cam1:a": True, "demo:cam2:b": False}
 
@@ -337,6 +344,7 @@ def test_consumer_connects_late_and_reconnects_after_broker_restart(tmp_path: Pa
             pub.event(occupancy("e2", [AreaState(id="a", vehicles=1, capacity=2, lat=LAT, lon=LON)]))
             pub.close()
             wait_for("event after reconnect", lambda: ingest.stats().applied == 2)
+            caught_up(app)
             assert http.get("/v1/parking/zones/demo:cam1:a").json()["free"] == 1
         finally:
             if broker is not None:
