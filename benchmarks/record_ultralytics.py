@@ -116,14 +116,26 @@ def video_frames(path: Path, indices: tuple[int, ...]) -> dict[int, np.ndarray]:
     return out
 
 
+def frame_key(path: Path, shared: Path) -> str:
+    """How a frame is named in the fixture: relative to shared/ when it lies there, else absolute."""
+    p = path.resolve()
+    try:
+        return str(p.relative_to(shared.resolve()))
+    except ValueError:
+        return str(p)
+
+
 def collect_frames(shared: Path, image_dirs: list[str], videos: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Frames by fixture key; `image_dirs` are folders or files, relative to `shared` or absolute."""
     frames: dict[str, Any] = {}
     for d in image_dirs:
-        for p in sorted((shared / d).iterdir()):
+        root = Path(d) if Path(d).is_absolute() else shared / d
+        files = sorted(root.iterdir()) if root.is_dir() else [root]
+        for p in files:
             if p.suffix.lower() in (".jpg", ".jpeg", ".png"):
                 img = cv2.imread(str(p), cv2.IMREAD_COLOR)
                 if img is not None:
-                    frames[str(p.relative_to(shared))] = img
+                    frames[frame_key(p, shared)] = img
     for v, idx in videos.items():
         for i, img in video_frames(shared / v, idx).items():
             frames[f"{v}#{i}"] = img

@@ -65,7 +65,10 @@ def _frame(key: str) -> np.ndarray:
         frames = REC.video_frames(shared_path(*video.split("/")), (int(idx),))
         assert int(idx) in frames, f"{video} has no frame {idx}"
         return np.asarray(frames[int(idx)])
-    img = cv2.imread(str(shared_path(*key.split("/"))), cv2.IMREAD_COLOR)
+    path = Path(key) if Path(key).is_absolute() else shared_path(*key.split("/"))
+    if not path.exists():
+        pytest.skip(f"frame {key} of the fixture is not on this machine")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert img is not None, key
     return np.asarray(img)
 
