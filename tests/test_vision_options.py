@@ -235,3 +235,12 @@ def test_segmentation_task_is_refused(tmp_path: Path) -> None:
     p = _tiny_model(tmp_path, [1, 3, 640, 640], [1, 116, 8400], task="segment")
     with pytest.raises(ModelError, match="task is 'segment'"):
         Detector(p)
+
+
+def test_end_to_end_head_runs_through_the_same_interface(tmp_path: Path) -> None:
+    p = _tiny_model(tmp_path, [1, 3, 640, 640], [1, 300, 6], end2end="True")
+    det = Detector(p)
+    assert det.decoder.family == "end2end" and not det.decoder.needs_nms
+    img = np.full((640, 640, 3), 255, np.uint8)  # every output value is the mean pixel: 1.0, no padding
+    d = det.detect(img)
+    assert len(d) == 300 and np.all(d.confidence == 1.0) and np.all(d.class_id == 1)
