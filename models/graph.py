@@ -18,6 +18,9 @@ anchor count the decoders expect.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from cityeye.models.registry import ModelError, SessionSettings, open_session
+from cityeye.models.registry import ModelError, SessionSettings, cache_dir, open_session
 
 if TYPE_CHECKING:
     import onnx
 
 STRIDES = (8, 16, 32)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +145,7 @@ def reshape_model(
 
     model, old_hw, new_hw, edited, replaced = _rewrite(source, imgsz, dynamic_batch)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # workers deriving the same copy do not collide
     onnx.save(model, str(tmp))
     try:
         report = _check(source, tmp, old_hw, new_hw, dynamic_batch, check_image, edited, replaced)
@@ -328,3 +332,30 @@ def open_session_bytes(data: bytes) -> Any:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def derive_model(source: Path, imgsz: tuple[int, int] | None, dynamic_batch: bool) -> Path:
+    """The model-cache copy of `source` at `imgsz` and/or with a dynamic batch, made once and reused.
+
+    The name carries the source's content hash, so replacing a model file never picks up a stale
+    copy, and every edge box with the same file and settings derives the same model.
+    """
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        what = f"--imgsz {imgsz[0]}x{imgsz[1]}" if imgsz else "--batch dynamic"
+        raise ModelError(
+            f"{source} is a fixed-shape model; deriving a copy at the configured input size/batch needs the "
+            f"onnx package (pip install onnx), or run `cityeye models reshape {source} {what}` where it is "
+            "installed and point model.path at the result"
+        ) from None
+    h = hashlib.sha256()
+    with source.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    size = f"_{imgsz[0]}x{imgsz[1]}" if imgsz else ""
+    out = cache_dir() / f"{source.stem}-{h.hexdigest()[:12]}_{'b-dyn' if dynamic_batch else 'b1'}{size}.onnx"
+    if not out.exists():
+        log.info("deriving %s from %s (graph edit, checked against the original)", out.name, source)
+        reshape_model(source, out, imgsz=imgsz, dynamic_batch=dynamic_batch)
+    return out

@@ -99,11 +99,19 @@ def test_confidence_and_max_det(frame1: np.ndarray) -> None:
     assert len(Detector(DEFAULT_MODEL, max_det=3).detect(frame1)) == 3
 
 
-def test_from_config() -> None:
+def test_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame1: np.ndarray) -> None:
     d = Detector.from_config(ModelConfig(path=DEFAULT_MODEL, confidence=0.5, iou=0.6))
     assert (d.confidence, d.iou) == (0.5, 0.6)
     with pytest.raises(ModelError, match="fixed 640x640 input"):
-        Detector.from_config(ModelConfig(path=DEFAULT_MODEL, imgsz=320))
+        Detector.from_config(ModelConfig(path=DEFAULT_MODEL, imgsz=320, auto_reshape=False))
+    pytest.importorskip("onnx", reason="deriving a 320x320 copy needs onnx (pip install -e '.[dev]')")
+    monkeypatch.setenv("CITYEYE_MODEL_CACHE", str(tmp_path))
+    small = Detector.from_config(ModelConfig(path=DEFAULT_MODEL, imgsz=320))
+    assert small.input_size == (320, 320) and small.path.parent == tmp_path
+    assert small.path.name.startswith("yolov8n_dq-") and small.path.name.endswith("_b1_320x320.onnx")
+    assert len(small.detect(frame1).vehicles()) >= 3
+    again = Detector.from_config(ModelConfig(path=DEFAULT_MODEL, imgsz=320))
+    assert again.path == small.path and len(list(tmp_path.iterdir())) == 1  # derived once, then reused
 
 
 def test_concurrent_detect_is_consistent(default_detector: Detector, frame1: np.ndarray) -> None:

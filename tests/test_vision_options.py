@@ -50,13 +50,23 @@ def test_detect_batch_equals_single_frames(models_dir: Path, frames: list[np.nda
     assert det.detect_batch([]) == []
 
 
-def test_static_model_batches_by_looping(frames: list[np.ndarray]) -> None:
-    det = Detector(shared_path("models", "yolov8n_dq.onnx"))
+def test_static_model_batches_by_looping_or_derived_copy(
+    frames: list[np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = shared_path("models", "yolov8n_dq.onnx")
+    det = Detector(src)
     assert not det.dynamic_batch and det.batch == 1
     out = det.detect_batch(frames[:2])
     np.testing.assert_array_equal(out[1].xyxy, det.detect(frames[1]).xyxy)
     with pytest.raises(ModelError, match="--batch dynamic"):
-        Detector(shared_path("models", "yolov8n_dq.onnx"), batch=4)
+        Detector(src, batch=4, auto_reshape=False)
+    monkeypatch.setenv("CITYEYE_MODEL_CACHE", str(tmp_path))
+    derived = Detector(src, batch=4)  # a batch-dynamic copy is derived into the model cache
+    assert derived.dynamic_batch and derived.batch == 4 and derived.path.parent == tmp_path
+    np.testing.assert_array_equal(derived.detect_batch(frames[:2])[1].xyxy, out[1].xyxy)
+    with pytest.raises(ModelError, match="DynamicQuantizeLinear"):
+        Detector(shared_path("models", "yolov8n_int8.onnx"), batch=4)
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_rectangular_input_finds_the_same_cars(models_dir: Path, frames: list[np.ndarray]) -> None:
@@ -89,7 +99,7 @@ def test_imgsz_parsing_and_validation() -> None:
 
 def test_fixed_size_model_explains_reshape() -> None:
     with pytest.raises(ModelError, match=r"cityeye models reshape .* --imgsz 384x640"):
-        Detector(shared_path("models", "yolov8n_dq.onnx"), imgsz=(384, 640))
+        Detector(shared_path("models", "yolov8n_dq.onnx"), imgsz=(384, 640), auto_reshape=False)
 
 
 def test_yolox_by_configuration(frames: list[np.ndarray]) -> None:

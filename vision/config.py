@@ -91,8 +91,8 @@ class ModelConfig(BaseModel):
     imgsz: int | tuple[int, int] | None = Field(
         default=None,
         description="Input size, N or [height, width] (e.g. [384, 640] for 16:9 frames), multiples of 32; "
-        "default: the model's own. A fixed-size model only takes its own size: make a copy at another "
-        "size with `cityeye models reshape`.",
+        "default: the model's own. A fixed-size model gets a re-shaped copy in the model cache (see "
+        "auto_reshape), or make one with `cityeye models reshape`.",
     )
     decoder: DecoderName = Field(
         default="auto",
@@ -122,6 +122,11 @@ class ModelConfig(BaseModel):
         le=64,
         description="Frames per session run in detect_batch (cameras sharing one run); more than 1 needs "
         "a model with a dynamic batch axis (`cityeye models reshape --batch dynamic`).",
+    )
+    auto_reshape: bool = Field(
+        default=True,
+        description="When a fixed-shape model cannot take imgsz or batch, derive a graph-edited copy in the "
+        "model cache (checked against the original; needs the onnx package) instead of refusing.",
     )
     tile: TileConfig | None = Field(
         default=None, description="Tiled inference (overlapping slices merged by NMS); default: off."

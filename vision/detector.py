@@ -110,6 +110,7 @@ class Detector:
         batch: int = 1,
         tile: TileConfig | None = None,
         session: SessionSettings | None = None,
+        auto_reshape: bool = True,
     ) -> None:
         if not 0.0 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
@@ -127,26 +128,32 @@ class Detector:
         self.agnostic_nms = agnostic_nms
         self.tile = tile
         self._path = resolve_model_path(path)
-        self._session = open_session(self._path, session or SessionSettings(intra_threads=threads))
-        meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        settings = session or SessionSettings(intra_threads=threads)
+        self._session = open_session(self._path, settings)
         hw = None if imgsz is None else parse_hw(imgsz)
+        if auto_reshape:
+            derived = self._derive(hw, batch)
+            if derived is not None:
+                self._path = derived
+                self._session = open_session(derived, settings)
+        meta = dict(self._session.get_modelmeta().custom_metadata_map)
         self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
         self._output_name = self._session.get_outputs()[0].name  # extra outputs (e.g. protos) are not run
         self._decoder = select_decoder(self._input_hw, self._output_shape(), meta, decoder)
         self._names = class_names(meta, self._decoder.num_classes, names)
         self._fixed_batch = fixed_batch
+        if batch > 1 and quantises_at_run_time(self._path):
+            raise ModelError(
+                f"{self._path} quantises activations at run time (DynamicQuantizeLinear) with one scale per "
+                "tensor, so frames sharing a run would change each other's detections; use batch: 1, a "
+                "float model, or a static INT8 copy (`cityeye models quantize --mode static`)"
+            )
         if fixed_batch is not None and batch > 1 and fixed_batch != batch:
             raise ModelError(
                 f"{self._path} takes exactly {fixed_batch} image(s) per run, so batch={batch} cannot be "
                 "used; "
                 f"set batch: 1, or make the batch axis dynamic with `cityeye models reshape {self._path} "
                 "--batch dynamic`"
-            )
-        if batch > 1 and quantises_at_run_time(self._path):
-            raise ModelError(
-                f"{self._path} quantises activations at run time (DynamicQuantizeLinear) with one scale per "
-                "tensor, so frames sharing a run would change each other's detections; use batch: 1, a "
-                "float model, or a static INT8 copy (`cityeye models quantize --mode static`)"
             )
         self.batch = fixed_batch or batch
         self._class_filter = self._class_ids(classes)
@@ -173,6 +180,7 @@ class Detector:
             agnostic_nms=cfg.agnostic_nms,
             batch=cfg.batch,
             tile=cfg.tile,
+            auto_reshape=cfg.auto_reshape,
             session=SessionSettings(
                 intra_threads=cfg.threads,
                 inter_threads=cfg.inter_threads,
@@ -181,6 +189,26 @@ class Detector:
                 providers=tuple(cfg.providers),
             ),
         )
+
+    def _derive(self, hw: tuple[int, int] | None, batch: int) -> Path | None:
+        """A cached graph-edited copy when a fixed-shape model cannot take the configured size or batch.
+
+        Only Ultralytics-style and raw-grid heads are edited (models/graph.py checks the copy against
+        the original); a model that quantises at run time is never batched, see below.
+        """
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            return None  # _inspect_input explains what is wrong with it
+        b, _, h, w = inputs[0].shape
+        if not (isinstance(h, int) and isinstance(w, int)):
+            return None
+        new_hw = hw if hw is not None and hw != (h, w) else None
+        new_batch = batch > 1 and isinstance(b, int) and not quantises_at_run_time(self._path)
+        if new_hw is None and not new_batch:
+            return None
+        from cityeye.models.graph import derive_model
+
+        return derive_model(self._path, new_hw, dynamic_batch=new_batch or not isinstance(b, int))
 
     def _class_ids(self, classes: Sequence[str] | None) -> npt.NDArray[np.int32] | None:
         if classes is None:
