@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import (
@@ -39,6 +39,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Table,
     and_,
     case,
     create_engine,
@@ -394,6 +395,26 @@ class Changes:
     cameras: list[CameraRecord]
 
 
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+@dataclass
+class _Batch:
+    """Rows of one ``apply_many`` call, merged before they are written."""
+
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    zones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stats: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
+    listed: list[tuple[str, str, datetime, list[str]]] = field(default_factory=list)
+    cameras: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def touch(self, site: str, camera: str, at: datetime) -> None:
+        cur = self.cameras.get((site, camera))
+        if cur is None or at > cur:
+            self.cameras[(site, camera)] = at
+
+
 _ZONE_COLUMNS = (
     ZoneRow.uid,
     ZoneRow.site,
@@ -586,24 +607,32 @@ class Store:
     ) -> list[ApplyResult]:
         """Apply events in order, in one transaction (the consumer's batches): all or nothing.
 
-        Deduplication is ``INSERT .. ON CONFLICT DO NOTHING`` on the event id, so two replicas
-        racing for one event serialise on its key and exactly one applies it.
+        Every writer first takes the ``meta.rev`` row (PostgreSQL) or the database write lock
+        (SQLite), so no other replica commits while this batch runs: checking which event ids
+        are new and then inserting them cannot race. Zone, statistics and camera rows of the
+        whole batch are merged in Python and written with one statement each.
         """
         now = received_at or utcnow()
         out: list[ApplyResult] = []
+        batch = _Batch()
         with self._write() as s:
             rev = self._next_rev(s)
-            seen = self._seen_insert
+            ids = [e.event_id for e in events if not isinstance(e, TrafficEvent)]
+            known: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                known.update(s.scalars(select(SeenEventRow.event_id).where(SeenEventRow.event_id.in_(chunk))))
             for event in events:
                 if isinstance(event, TrafficEvent):
-                    out.append(self._apply_traffic(s, event, now, rev))
+                    out.append(self._apply_traffic(s, event, now, rev, batch))
                     continue
-                inserted = s.connection().execute(seen, {"event_id": event.event_id, "received_at": now})
-                if inserted.rowcount == 0:
+                if event.event_id in known:
                     out.append(ApplyResult.DUPLICATE)
                     continue
+                known.add(event.event_id)
+                batch.seen.append({"event_id": event.event_id, "received_at": now})
                 if isinstance(event, OccupancyEvent):
-                    self._apply_occupancy(s, event, now, rev)
+                    self._apply_occupancy(event, now, rev, batch)
                 elif isinstance(event, StatusEvent):
                     self._apply_status(s, event, now, rev)
                 elif isinstance(event, OverstayEvent):
@@ -621,12 +650,39 @@ class Store:
                             received_at=now,
                         )
                     )
-                    s.flush()
-                    self._touch_camera(s, event.site, event.camera, event.observed_at, now, rev)
+                    batch.touch(event.site, event.camera, event.observed_at)
                 else:
                     self._apply_health(s, event, now, rev)
                 out.append(ApplyResult.APPLIED)
+            self._write_batch(s, batch, now, rev)
         return out
+
+    def _write_batch(self, s: Session, b: _Batch, now: datetime, rev: int) -> None:
+        s.flush()  # ORM work of the batch (status, health, overstays) first
+        conn = s.connection()
+        if b.seen:
+            conn.execute(_table(SeenEventRow).insert(), b.seen)
+        if b.stats:
+            conn.execute(self._stats_upsert, list(b.stats.values()))
+        if b.zones:
+            conn.execute(self._zone_upsert, list(b.zones.values()))
+        zones = _table(ZoneRow)
+        for site, camera, at, uids in b.listed:
+            # A snapshot lists every zone of the camera: a zone it no longer lists (and that no
+            # newer snapshot mentioned) was removed from the camera's zones file; stop offering it.
+            conn.execute(
+                update(zones)
+                .where(
+                    zones.c.site == site,
+                    zones.c.camera == camera,
+                    zones.c.active.is_(True),
+                    zones.c.observed_at < at,
+                    zones.c.uid.not_in(uids),
+                )
+                .values(active=False, rev=rev)
+            )
+        for (site, camera), at in b.cameras.items():
+            self._touch_camera(s, site, camera, at, now, rev)
 
     def _camera(self, s: Session, site: str, camera: str, now: datetime, rev: int) -> CameraRow:
         row = s.get(CameraRow, (site, camera))
@@ -657,10 +713,18 @@ class Store:
         if row is not None:
             s.expire(row)
 
-    def _apply_occupancy(self, s: Session, ev: OccupancyEvent, now: datetime, rev: int) -> None:
-        rows = [
-            {
-                "uid": zone_uid(ev.site, ev.camera, z.id),
+    def _apply_occupancy(self, ev: OccupancyEvent, now: datetime, rev: int, b: _Batch) -> None:
+        b.touch(ev.site, ev.camera, ev.observed_at)
+        if not ev.zones:
+            return
+        history = ev.observed_at >= now - self.minute_retention
+        t = epoch(ev.observed_at)
+        uids = []
+        for z in ev.zones:
+            uid = zone_uid(ev.site, ev.camera, z.id)
+            uids.append(uid)
+            row = {
+                "uid": uid,
                 "site": ev.site,
                 "camera": ev.camera,
                 "zone_id": z.id,
@@ -680,31 +744,32 @@ class Store:
                 "active": True,
                 "rev": rev,
             }
-            for z in ev.zones
-        ]
-        if not rows:
-            self._touch_camera(s, ev.site, ev.camera, ev.observed_at, now, rev)
-            return
-        if ev.observed_at >= now - self.minute_retention:
-            self._add_zone_stats(
-                s, ev.observed_at, [(zone_uid(ev.site, ev.camera, z.id), z.free, z.total) for z in ev.zones]
-            )
-        s.connection().execute(self._zone_upsert, rows)
-        # A snapshot lists every zone of the camera: a zone it no longer lists (and that no newer
-        # snapshot mentioned) was removed from the camera's zones file; stop offering it.
-        s.execute(
-            update(ZoneRow)
-            .where(
-                ZoneRow.site == ev.site,
-                ZoneRow.camera == ev.camera,
-                ZoneRow.active.is_(True),
-                ZoneRow.observed_at < ev.observed_at,
-                ZoneRow.uid.not_in([r["uid"] for r in rows]),
-            )
-            .values(active=False, rev=rev)
-            .execution_options(synchronize_session=False)
-        )
-        self._touch_camera(s, ev.site, ev.camera, ev.observed_at, now, rev)
+            prev = b.zones.get(uid)
+            # Within a batch the newest snapshot of a zone wins, as the upsert's WHERE does across them.
+            if prev is None or prev["observed_at"] <= ev.observed_at:
+                b.zones[uid] = row
+            if history:
+                for res in RESOLUTIONS_S:
+                    key = (uid, res, t - t % res)
+                    st = b.stats.get(key)
+                    if st is None:
+                        b.stats[key] = {
+                            "uid": uid,
+                            "res_s": res,
+                            "bucket": key[2],
+                            "samples": 1,
+                            "free_sum": z.free,
+                            "free_min": z.free,
+                            "free_max": z.free,
+                            "total_max": z.total,
+                        }
+                    else:
+                        st["samples"] += 1
+                        st["free_sum"] += z.free
+                        st["free_min"] = min(st["free_min"], z.free)
+                        st["free_max"] = max(st["free_max"], z.free)
+                        st["total_max"] = max(st["total_max"], z.total)
+        b.listed.append((ev.site, ev.camera, ev.observed_at, uids))
 
     @cached_property
     def _stats_upsert(self) -> Any:
@@ -753,30 +818,6 @@ class Store:
             where=ZoneRow.__table__.c.observed_at <= ex.observed_at,
         )
 
-    @cached_property
-    def _seen_insert(self) -> Any:
-        return self._insert(SeenEventRow.__table__).on_conflict_do_nothing(index_elements=["event_id"])
-
-    def _add_zone_stats(self, s: Session, at: datetime, values: list[tuple[str, int, int]]) -> None:
-        t = epoch(at)
-        s.connection().execute(
-            self._stats_upsert,
-            [
-                {
-                    "uid": uid,
-                    "res_s": res,
-                    "bucket": t - t % res,
-                    "samples": 1,
-                    "free_sum": free,
-                    "free_min": free,
-                    "free_max": free,
-                    "total_max": total,
-                }
-                for res in RESOLUTIONS_S
-                for uid, free, total in values
-            ],
-        )
-
     def _apply_status(self, s: Session, ev: StatusEvent, now: datetime, rev: int) -> None:
         """Statuses apply in arrival order, not by timestamp.
 
@@ -798,7 +839,7 @@ class Store:
             cam.health_at = ev.observed_at
         self._seen(cam, ev.observed_at, now)
 
-    def _apply_traffic(self, s: Session, ev: TrafficEvent, now: datetime, rev: int) -> ApplyResult:
+    def _apply_traffic(self, s: Session, ev: TrafficEvent, now: datetime, rev: int, b: _Batch) -> ApplyResult:
         """Replace the bin's counts; move the 15-minute and hourly roll-ups by the difference."""
         start = epoch(ev.bin_start)
         if ev.bin_start < now - self.minute_retention:
@@ -858,7 +899,7 @@ class Store:
                 ]
                 s.execute(stmt, rows)
         if changed:
-            self._touch_camera(s, ev.site, ev.camera, ev.observed_at, now, rev)
+            b.touch(ev.site, ev.camera, ev.observed_at)
         return ApplyResult.APPLIED if changed else ApplyResult.DUPLICATE
 
     # -- maintenance -----------------------------------------------------------------------
