@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles", type=float, nargs="*", default=defaults.tiles,
                     help=f"tiling passes as bay sizes in model pixels (default {defaults.tiles}; none = "
                          "whole frame)")
+    ap.add_argument("--exposure-target", type=float, default=defaults.exposure_target,
+                    help="brighten darker tiles to this median grey "
+                         f"(default {defaults.exposure_target}; 0 = never)")
     ap.add_argument("--rule", action="append", type=OccupancyRule.parse,
                     help=f"rule(s) to compare (repeat; default {defaults.rule})")
     ap.add_argument("--no-baseline", action="store_true", help="skip Ultralytics' centre rule")
@@ -201,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if raw is None:
             raise SystemExit(f"{fr.image}: cannot be read as an image")
         image: npt.NDArray[np.uint8] = np.asarray(raw, dtype=np.uint8)
-        tiler = ZoneDetector(detector, fr.zones, args.tiles, confidence=cuts[0])
+        tiler = ZoneDetector(detector, fr.zones, args.tiles, confidence=cuts[0],
+                             exposure_target=args.exposure_target or None)
         runs.setdefault(fr.folder, []).append(tiler.plan(image.shape[:2]).runs)
         for _ in range(2):
             t_bare = time.perf_counter()
@@ -243,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         for rule in rules:
             per = {f: tallies[(cut, str(rule), f)] for f in folders}
             results.append(summarise("cityeye", per, {"rule": str(rule), "confidence": cut,
-                                                      "tiles": list(args.tiles)}))
+                                                      "tiles": list(args.tiles),
+                                                      "exposure_target": args.exposure_target or None}))
     if base:
         results.append(summarise("ultralytics_centre", {f: base[f] for f in folders},
                                  {"rule": "box centre in polygon, any class",

@@ -187,7 +187,8 @@ class ParkingAnalyser:
         """Built on first use, so a camera that never analyses never loads a model."""
         if self.tiler is None:
             det = self._detector or own_detector(self._model)
-            self.tiler = ZoneDetector(det, self.zones, self.cfg.tiles, self.cfg.confidence)
+            self.tiler = ZoneDetector(det, self.zones, self.cfg.tiles, self.cfg.confidence,
+                                      exposure_target=self.cfg.exposure_target)
         return self.tiler
 
     def needs_detection(self, frame: Frame) -> bool:

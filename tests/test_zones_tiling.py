@@ -11,7 +11,7 @@ from cityeye.vision.detector import Detector
 from cityeye.zones.importers import import_pklot, read_pklot_labels
 from cityeye.zones.model import Zone, parse_zones
 from cityeye.zones.occupancy import OccupancyJudge
-from cityeye.zones.tiling import TilePlan, Window, ZoneDetector, bay_size_px, plan_tiles
+from cityeye.zones.tiling import TilePlan, Window, ZoneDetector, bay_size_px, brighten, plan_tiles
 
 from .conftest import shared_path
 from .test_zones_model import collection, poly, space, square
@@ -83,3 +83,14 @@ def test_tiling_is_what_pays_on_a_real_top_down_frame() -> None:
     whole, tiled = accuracy(()), accuracy((64, 80))
     assert whole < 0.9  # the detector at 640 x 360 finds too few of these cars
     assert tiled >= 0.98, (whole, tiled)
+
+
+def test_dark_windows_are_brightened_like_an_auto_exposure() -> None:
+    rng = np.random.default_rng(0)
+    dark = rng.integers(10, 50, (64, 64, 3), dtype=np.uint8)  # median ~30
+    out = brighten(dark, 110.0)
+    assert abs(float(np.median(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY))) - 110) < 6
+    night = np.full((8, 8, 3), 5, np.uint8)
+    assert int(brighten(night, 110.0).max()) == 20  # gain capped at 4: noise is not amplified forever
+    day = rng.integers(100, 220, (64, 64, 3), dtype=np.uint8)
+    assert brighten(day, 110.0) is day

@@ -61,7 +61,8 @@ def run_occupancy(args: argparse.Namespace) -> int:
         raise _usage_error(f"{args.zones}: has no space or area zones to judge (only lines)")
     detector = Detector(args.model, imgsz=args.imgsz, confidence=args.confidence)
     # The same pass and rule as the edge's parking analyser, without its memory across frames.
-    tiler = ZoneDetector(detector, zones, args.tiles, confidence=args.confidence)
+    tiler = ZoneDetector(detector, zones, args.tiles, confidence=args.confidence,
+                         exposure_target=args.exposure_target or None)
     judge = OccupancyJudge(zones, args.rule, args.motorcycles_per_car)
     for path in tqdm(args.images, desc="occupancy", unit="img", file=sys.stderr, disable=None):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -243,6 +244,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rule", type=_rule, default=DEFAULT_RULE,
                    help="occupancy rule: footprint[:LIFT], bottom, point[:LIFT], overlap[:MIN], "
                         f"overlap-box[:MIN] (default {DEFAULT_RULE})")
+    p.add_argument("--exposure-target", type=float, default=parking.exposure_target,
+                   help="brighten tiles darker than this median grey level "
+                        f"(default {parking.exposure_target}; 0 = never)")
     p.add_argument("--motorcycles-per-car", type=float, default=parking.motorcycles_per_car,
                    help=f"two-wheelers per car place in areas (default {parking.motorcycles_per_car})")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")

@@ -28,6 +28,11 @@ class ParkingConfig(BaseModel):
         description="Tiling passes, each a bay size in model-input pixels (the frame is cut so a median bay "
         "has that size); [] = one whole-frame pass. See zones/tiling.py.",
     )
+    exposure_target: float | None = Field(
+        default=110.0, gt=0, le=255,
+        description="Tiles darker than this median grey level are brightened to it before detection (dawn, "
+        "dusk); None: never.",
+    )
     motorcycles_per_car: float = Field(
         default=4.0, ge=1.0,
         description="Motorcycles (or bicycles) that fit in one car place, for area capacity; zone property "

@@ -17,7 +17,11 @@ The camera's zones say how large a vehicle is in this view, so the scale follows
   slightly shifted one), and a second look recovers most misses;
 - the passes are merged by class-agnostic NMS over vehicle classes only (a `person` or `bench`
   box must never suppress a car, and a car labelled `bus` in one pass and `car` in the other
-  is one vehicle).
+  is one vehicle);
+- a window darker than ``exposure_target`` (median grey level) is brightened to it first (gain
+  up to 4x, like a camera's auto-exposure): dark cars at dawn and dusk are what COCO models miss
+  most. On PUCPR frames darkened to 45 % this cuts misses from 5 to 1 and from 4 to 1 per
+  frame; no shared frame changes its verdicts.
 
 Measured in ``benchmarks/RESULTS.md`` ("Parking occupancy"). Without space polygons (areas
 only) there is no bay size, and one whole-frame pass is used.
@@ -29,6 +33,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -39,6 +44,8 @@ from cityeye.vision.nms import nms
 from cityeye.zones.model import Zone
 
 DEFAULT_TARGETS: tuple[int, ...] = (64, 80)
+DEFAULT_EXPOSURE_TARGET = 110.0
+_MAX_GAIN = 4.0
 DEFAULT_OVERLAP_BAYS = 1.5
 MERGE_IOU = 0.5
 """Two vehicle boxes overlapping more than this are one vehicle (class-agnostic)."""
@@ -127,6 +134,17 @@ def plan_tiles(
     return TilePlan(image_hw, tuple(dict.fromkeys(windows)), overlap, bay)
 
 
+def brighten(crop: npt.NDArray[np.uint8], target: float) -> npt.NDArray[np.uint8]:
+    """``crop`` with its median grey level raised to ``target`` (gain <= 4); unchanged if brighter."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    median = float(np.median(grey))
+    if median >= target:
+        return crop
+    gain = min(target / max(median, 1.0), _MAX_GAIN)
+    lut = np.clip(np.arange(256, dtype=np.float32) * gain, 0, 255).astype(np.uint8)
+    return np.asarray(cv2.LUT(crop, lut), dtype=np.uint8)
+
+
 def _vehicle_ids(names: dict[int, str]) -> npt.NDArray[np.int32]:
     return np.array(sorted(k for k, v in names.items() if v in VEHICLE_LABELS), dtype=np.int32)
 
@@ -146,6 +164,7 @@ class ZoneDetector:
         targets: Sequence[float] = DEFAULT_TARGETS,
         confidence: float = 0.1,
         overlap_bays: float = DEFAULT_OVERLAP_BAYS,
+        exposure_target: float | None = DEFAULT_EXPOSURE_TARGET,
     ) -> None:
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence {confidence} must be within (0, 1)")
@@ -156,6 +175,7 @@ class ZoneDetector:
         self.targets = tuple(float(t) for t in targets)
         self.confidence = confidence
         self.overlap_bays = overlap_bays
+        self.exposure_target = exposure_target
         self._vehicle_ids = _vehicle_ids(detector.names)
         self._plan: TilePlan | None = None
 
@@ -177,6 +197,8 @@ class ZoneDetector:
         for start in range(0, len(wins), det.batch):
             chunk = wins[start : start + det.batch]
             crops = [np.ascontiguousarray(image_bgr[c.y0 : c.y1, c.x0 : c.x1]) for c in chunk]
+            if self.exposure_target is not None:
+                crops = [brighten(c, self.exposure_target) for c in crops]
             tensor, geos = det.preprocess_batch(crops)
             raw = det.infer(tensor)
             for i, (win, geo) in enumerate(zip(chunk, geos, strict=True)):
