@@ -186,7 +186,7 @@ def raw_rate(port: int, n: int, zones: int) -> dict[str, Any]:
     return {"events": n, "received": got, "events_per_s": round((got - 1) / max(last - first, 1e-9), 1)}
 
 
-def api_rate(port: int, n: int, zones: int, url: str) -> dict[str, Any]:
+def api_rate(port: int, n: int, zones: int, url: str, tag: str = "api") -> dict[str, Any]:
     """The whole API app (lifespan: migrations, zone index, live feed, consumer) ingesting."""
     from fastapi.testclient import TestClient
 
@@ -219,7 +219,7 @@ def api_rate(port: int, n: int, zones: int, url: str) -> dict[str, Any]:
             time.sleep(0.05)
         store = app.state.store
         before = store.seen_count()
-        pub = run_publisher(port, n, zones, "api")
+        pub = run_publisher(port, n, zones, tag)
         go(pub)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -392,7 +392,7 @@ def main() -> None:
             for r in range(args.repeats):
                 raws.append(raw_rate(port, args.events, args.zones))
                 url = args.database_url or f"sqlite:///{tmp / f'ingest{r}.db'}"
-                apis.append(api_rate(port, args.events, args.zones, url))
+                apis.append(api_rate(port, args.events, args.zones, url, tag=f"api{r}"))
                 log(f"ingest: repeat {r + 1}/{args.repeats}: raw {raws[-1]}, api {apis[-1]}")
             raw = statistics.median(x["events_per_s"] for x in raws)
             api = statistics.median(x["events_per_s"] for x in apis)
