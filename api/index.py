@@ -271,6 +271,7 @@ class ZoneIndex:
         self.last_ok = time.monotonic()
         self.listeners: list[Callable[[Snapshot, Snapshot], None]] = []
         self.tickers: list[Callable[[Snapshot], None]] = []
+        self._lots_cache: tuple[tuple[int, int, int], list[dict[str, Any]]] | None = None
         """Called after every refresh tick, changed or not (liveness that passes with time)."""
 
     @property
@@ -359,7 +360,20 @@ class ZoneIndex:
         return {**snap.json[uid], "stale": self.liveness.zone_stale(z, cam, now)}
 
     def lots(self, snap: Snapshot, now: datetime) -> list[dict[str, Any]]:
-        """Totals per (site, lot); a zone seen by several cameras counts once (its freshest report)."""
+        """Totals per (site, lot); a zone seen by several cameras counts once (its freshest report).
+
+        O(zones): computed at most once per snapshot and second (staleness moves with the clock),
+        so a page polling the lots of a 10,000-zone city does not redo it per request.
+        """
+        key = (snap.rev, id(snap), int(now.timestamp()))
+        cached = self._lots_cache
+        if cached is not None and cached[0] == key:
+            return [dict(lot) for lot in cached[1]]
+        out = self._lots(snap, now)
+        self._lots_cache = (key, out)
+        return [dict(lot) for lot in out]
+
+    def _lots(self, snap: Snapshot, now: datetime) -> list[dict[str, Any]]:
         best: dict[tuple[str, str, str], tuple[bool, datetime, ZoneRecord]] = {}
         for z in snap.zones.values():
             if z.lot is None:
