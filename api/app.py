@@ -725,8 +725,8 @@ async def live(
     request: Request,
     kinds: Annotated[
         str,
-        Query(max_length=100, description="Comma-separated event kinds: zone, zone_removed, lot, camera."),
-    ] = "zone,zone_removed,lot,camera",
+        Query(max_length=100, description="Comma-separated kinds: zone, zone_removed, lot, camera, traffic."),
+    ] = "zone,zone_removed,lot,camera,traffic",
 ) -> StreamingResponse:
     """Server-Sent Events of every change (browsers: EventSource with ?api_key=)."""
     wanted = frozenset(k.strip() for k in kinds.split(",") if k.strip())

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from cityeye.api.index import Snapshot, ZoneIndex, iso
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 2000
 KEEPALIVE_S = 15.0
-KINDS = frozenset({"zone", "zone_removed", "lot", "camera"})
+KINDS = frozenset({"zone", "zone_removed", "lot", "camera", "traffic"})
+TRAFFIC_WINDOW_S = 600
+"""Per-minute traffic rows newer than this are streamed as they change (late bins included)."""
 PUBLIC_KINDS = frozenset({"zone", "zone_removed", "lot"})
 
 
@@ -49,6 +52,7 @@ class LiveFeed:
         self._subs: set[Subscriber] = set()
         self._lock = threading.Lock()
         self._offline: dict[tuple[str, str], bool] = {}
+        self._sent_traffic: dict[tuple[str, int, str, str], int] = {}
 
     @property
     def clients(self) -> int:
@@ -120,9 +124,42 @@ class LiveFeed:
                 if (lot["site"], lot["lot"]) in lots:
                     self.publish("lot", lot)
         self.tick(new)
-        for key, cam in new.cameras.items():
-            if old.cameras.get(key) is not cam:
-                self.publish("camera", camera_json(cam, self.index, now))
+        changed = [key for key, cam in new.cameras.items() if old.cameras.get(key) is not cam]
+        for key in changed:
+            self.publish("camera", camera_json(new.cameras[key], self.index, now))
+        if changed and self._wants("traffic"):
+            self._traffic(changed, now)
+
+    def _wants(self, kind: str) -> bool:
+        with self._lock:
+            return any(kind in s.kinds for s in self._subs)
+
+    def _traffic(self, cameras: list[tuple[str, str]], now: datetime) -> None:
+        """Per-minute counts of lines whose camera changed, sent when they differ from what was sent.
+
+        Read from the database, not from this replica's consumer, so every replica streams every
+        camera's counts; what was sent is remembered for the recent window only.
+        """
+        since = now - timedelta(seconds=TRAFFIC_WINDOW_S)
+        rows = self.index.store.traffic(start=since, bucket_s=60, by=("direction", "class"), cameras=cameras)
+        for p in rows:
+            key = (p.line, int(p.start.timestamp()), p.direction or "", p.vclass or "")
+            if self._sent_traffic.get(key) == p.count:
+                continue
+            self._sent_traffic[key] = p.count
+            self.publish(
+                "traffic",
+                {
+                    "line_id": p.line,
+                    "start": iso(p.start),
+                    "direction": p.direction,
+                    "vehicle_class": p.vclass,
+                    "count": p.count,
+                },
+            )
+        cutoff = int(since.timestamp())
+        for key in [k for k in self._sent_traffic if k[1] < cutoff]:
+            del self._sent_traffic[key]
 
     def tick(self, snap: Snapshot) -> None:
         """Announce cameras whose liveness flipped (a silence passing the limit has no message)."""

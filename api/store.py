@@ -1092,11 +1092,12 @@ class Store:
         bucket_s: int = 900,
         by: Iterable[str] = (),
         limit: int = 100_000,
+        cameras: Iterable[tuple[str, str]] | None = None,
     ) -> list[TrafficPoint]:
         """Line crossings per bucket in [start, end), summed over the dimensions not in ``by``.
 
-        ``line`` is ``<site>:<camera>:<line_id>``; None gives every line. ``by`` picks from
-        ``class`` and ``direction``.
+        ``line`` is ``<site>:<camera>:<line_id>``; None gives every line (of ``cameras``, when
+        given). ``by`` picks from ``class`` and ``direction``.
         """
         by = set(by)
         res = max(r for r in RESOLUTIONS_S if bucket_s % r == 0)
@@ -1106,6 +1107,11 @@ class Store:
             site, _, rest = line.partition(":")
             camera, _, line_id = rest.partition(":")
             conds += [t.site == site, t.camera == camera, t.line_id == line_id]
+        if cameras is not None:
+            pairs = list(cameras)
+            if not pairs:
+                return []
+            conds.append(tuple_(t.site, t.camera).in_(pairs))
         if start is not None:
             conds.append(t.bucket >= epoch(start))
         if end is not None:

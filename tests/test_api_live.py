@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +21,15 @@ from cityeye.api.app import create_app
 from cityeye.api.config import PushConfig
 from cityeye.api.store import Store, utcnow
 from cityeye.config import ApiConfig, SiteConfig
-from cityeye.events.schema import AreaState, CameraStatus, OccupancyEvent, SpaceState, StatusEvent
+from cityeye.events.schema import (
+    AreaState,
+    CameraStatus,
+    LineCounts,
+    OccupancyEvent,
+    SpaceState,
+    StatusEvent,
+    TrafficEvent,
+)
 from tests.test_api_support import wait_for
 
 OP_KEY = "operator-key-0123456789"
@@ -224,3 +233,34 @@ def test_changes_are_pushed_to_a_context_broker_with_retries(tmp_path: Path) -> 
     assert spot["refParkingSite"]["object"] == "urn:ngsi-ld:OffStreetParking:demo:L"
     assert by_id["urn:ngsi-ld:OffStreetParking:demo:c1:a"]["availableSpotNumber"]["value"] == 2
     assert all("@context" in e for e in entities)
+
+
+def test_live_streams_per_minute_traffic_counts_as_they_change(tmp_path: Path) -> None:
+    app = create_app(site(tmp_path), ingest=False, api_keys=f"operator:{OP_KEY}")
+    with serve(app) as base:
+        store: Store = app.state.store
+        ops = Listener(f"{base}/v1/live?api_key={OP_KEY}&kinds=traffic")
+        wait_for("client", lambda: app.state.live.clients == 1)
+        start = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=1)
+
+        def send(cars: int) -> None:
+            store.apply(
+                TrafficEvent(
+                    site="demo",
+                    camera="t1",
+                    event_id=f"demo:t1:traffic:{int(start.timestamp())}",
+                    observed_at=start + timedelta(minutes=1),
+                    bin_start=start,
+                    lines=[LineCounts(line_id="l1", counts={"north": {"car": cars, "bus": 1}})],
+                )
+            )
+            app.state.index.wake()
+
+        send(4)
+        rows = wait_for("two rows", lambda: len(ops.of("traffic")) == 2 and ops.of("traffic"))
+        assert {(r["vehicle_class"], r["count"]) for r in rows} == {("car", 4), ("bus", 1)}
+        assert {r["line_id"] for r in rows} == {"demo:t1:l1"} and rows[0]["direction"] == "north"
+        send(6)  # the bin re-sent with more cars: only the changed row is streamed again
+        later = wait_for("the update", lambda: ops.of("traffic")[2:])
+        assert [(r["vehicle_class"], r["count"]) for r in later] == [("car", 6)]
+        ops.close()
