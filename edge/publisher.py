@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -139,12 +142,27 @@ class CameraPublisher:
         self.camera = camera
         self._cfg = cfg
         sc = cfg.spool
-        self.spool = spool or Spool(
-            spool_file(sc.dir, site, camera),
-            max_bytes=int(sc.max_mb * 1024 * 1024),
-            max_age_s=sc.max_age_s,
-            sync=sc.sync,
-        )
+        self._temp_dir: Path | None = None
+        if spool is None:
+            spool_dir = sc.dir
+            if spool_dir is None:
+                # Only configurations built in code get here (a site file always names a folder):
+                # a shared default like ./spool would let two processes, or two test runs, replay
+                # each other's events.
+                self._temp_dir = spool_dir = Path(tempfile.mkdtemp(prefix=f"cityeye-spool-{camera}-"))
+                log.warning(
+                    "camera %s: no mqtt.spool.dir configured; queueing in %s, which does not survive "
+                    "a restart",
+                    camera,
+                    spool_dir,
+                )
+            spool = Spool(
+                spool_file(spool_dir, site, camera),
+                max_bytes=int(sc.max_mb * 1024 * 1024),
+                max_age_s=sc.max_age_s,
+                sync=sc.sync,
+            )
+        self.spool = spool
         # The spool's boot counter makes ids of this run differ from every earlier run's, even
         # if the clock (the worker's boot_id) was set back, e.g. on a box without an RTC.
         self.boot_id = f"{boot_id}.{self.spool.boot}"
@@ -489,6 +507,13 @@ class CameraPublisher:
         self._closed = True
         self.spool.close()
         MQTT_CONNECTED.labels(**self._labels).set(0)
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            if left:
+                log.warning(
+                    "camera %s: %d unsent event(s) dropped with the temporary spool", self.camera, left
+                )
+            return
         if left:
             log.warning(
                 "camera %s: %d event(s) not acknowledged before exit; they stay in %s and are sent at "

@@ -34,12 +34,15 @@ def _status(args: argparse.Namespace) -> int:
         cams = [c for c in cams if c in args.camera]
     if not cams:
         raise UsageError(f"{args.config} lists no cameras; there is no spool to check")
+    spool_dir = cfg.mqtt.spool.dir
+    if spool_dir is None:  # load_config always resolves it; kept for configurations built in code
+        raise UsageError(f"{args.config}: no mqtt.spool.dir")
     max_silence = args.max_silence_s if args.max_silence_s is not None else 3 * cfg.health_interval_s + 30
     now = time.time()
     report: dict[str, object] = {}
     problems: list[str] = []
     for cam in cams:
-        path = spool_file(cfg.mqtt.spool.dir, cfg.site, cam)
+        path = spool_file(spool_dir, cfg.site, cam)
         try:
             stats = read_stats(path)
         except SpoolError as exc:

@@ -91,10 +91,12 @@ class SpoolConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dir: Path = Field(
-        default=Path("spool"),
+    dir: Path | None = Field(
+        default=None,
         description="Folder of the edge's durable event queues, one SQLite file per camera; relative to "
-        "the site file. Must be writable and must survive restarts (e.g. /var/lib/cityeye/spool).",
+        "the site file, default `spool` beside it. Must be writable and survive restarts (e.g. "
+        "/var/lib/cityeye/spool). A configuration built in code without a folder spools to a temporary "
+        "folder that does not survive the process (logged as a warning).",
     )
     max_mb: float = Field(
         default=256.0,
@@ -191,7 +193,7 @@ class MqttConfig(BaseModel):
             p = p.expanduser()
             return p if p.is_absolute() else base / p
 
-        spool = self.spool.model_copy(update={"dir": resolve(self.spool.dir)})
+        spool = self.spool.model_copy(update={"dir": resolve(self.spool.dir or Path("spool"))})
         tls = None
         if self.tls is not None:
             tls = self.tls.model_copy(
