@@ -96,6 +96,7 @@ def test_zone_turns_occupied_live_without_reload(
     cam.status(CameraStatus.OFFLINE, detail="connection lost (Last Will)")
     expect(cams).to_have_attribute("data-status", "offline", timeout=10_000)
     expect(cams).to_contain_text("connection lost")
+    expect(page.locator("#announce")).to_have_text(f"Camera {CAM} is offline.")
     expect(b1).to_have_attribute("data-state", "stale")
     tab.assert_no_errors()
 

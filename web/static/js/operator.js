@@ -37,7 +37,7 @@ const live = { es: null, state: "connecting", pollTimer: null, retry: 0, pending
 
 async function main() {
   startPage();
-  for (const id of ["site", "live", "logout", "login", "login-form", "key", "remember", "login-error", "main", "map",
+  for (const id of ["announce", "site", "live", "logout", "login", "login-form", "key", "remember", "login-error", "main", "map",
     "zones-status", "lots", "zone-filter", "zone-count", "zone-list", "detail-empty", "detail-body", "detail-facts",
     "history-range", "history-csv", "history-status", "history-chart", "cams-status", "cams",
     "traffic-line", "traffic-bucket", "traffic-range", "traffic-csv", "traffic-status", "traffic-chart", "traffic-table"]) {
@@ -456,6 +456,10 @@ function upsertCamera(c) {
   const was = cameras.get(id)?.online;
   cameras.set(id, c);
   renderCameras();
+  if (was !== undefined && was !== c.online) {
+    // Screen-reader users hear what sighted operators see turn red.
+    els.announce.textContent = t(c.online ? "cams.back_online" : "cams.went_offline", { cam: c.camera });
+  }
   if (was !== c.online) { // its zones turn stale (or trusted again) with it
     for (const [zid, z] of zones) if (`${z.site}:${z.camera}` === id) styleZone(zid);
     scheduleRender(selected);
