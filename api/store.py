@@ -542,7 +542,8 @@ class Store:
         """Bring the schema to the newest Alembic revision; returns that revision."""
         from cityeye.api.migrate import upgrade
 
-        return upgrade(self.engine)
+        # The writing engine: on SQLite its BEGIN IMMEDIATE makes replicas starting together take turns.
+        return upgrade(self._write_engine)
 
     def close(self) -> None:
         self.engine.dispose()
