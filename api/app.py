@@ -364,7 +364,12 @@ def _utc(t: datetime) -> datetime:
 def _span(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """Naive times are UTC; the default window is the last 24 hours."""
     e = _utc(end) if end is not None else utcnow()
-    s = _utc(start) if start is not None else e - DEFAULT_SPAN
+    try:
+        s = _utc(start) if start is not None else e - DEFAULT_SPAN
+    except OverflowError:
+        raise HTTPException(
+            422, f"to ({iso(e)}) is too early; give from and to between years 1 and 9999"
+        ) from None
     if s >= e:
         raise HTTPException(422, f"from ({iso(s)}) must be before to ({iso(e)})")
     return s, e

@@ -190,3 +190,5 @@ def test_traffic_counts_over_mqtt_json_and_csv(mosquitto: Broker, tmp_path: Path
         assert http.get("/v1/traffic/counts", params={"line_id": "l1"}, headers=OP).status_code == 422
         bad_span = {"from": h.isoformat(), "to": (h - timedelta(hours=1)).isoformat()}
         assert http.get("/v1/traffic/counts", params=bad_span, headers=OP).status_code == 422
+        too_early = {"to": "0001-01-01T00:00:00Z"}  # the default window would start before year 1
+        assert http.get("/v1/traffic/counts", params=too_early, headers=OP).status_code == 422
