@@ -109,8 +109,8 @@ def test_traffic_counts_per_line_class_and_direction(
     cam = edge("nguyen-van-linh-02")
     cam.status(CameraStatus.STREAMING)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
-    for minute in range(20):
-        t0 = start + timedelta(minutes=minute)
+
+    def minute_bin(t0: datetime, motorcycles_in: int = 10) -> None:
         ev = TrafficEvent(
             site=SITE,
             camera="nguyen-van-linh-02",
@@ -121,7 +121,10 @@ def test_traffic_counts_per_line_class_and_direction(
             lines=[
                 LineCounts(
                     line_id="stop-line",
-                    counts={"inbound": {"car": 2, "motorcycle": 10}, "outbound": {"car": 1, "motorcycle": 7}},
+                    counts={
+                        "inbound": {"car": 2, "motorcycle": motorcycles_in},
+                        "outbound": {"car": 1, "motorcycle": 7},
+                    },
                 )
             ],
         )
@@ -129,6 +132,9 @@ def test_traffic_counts_per_line_class_and_direction(
             topic_for(SITE, "nguyen-van-linh-02", TopicKind.TRAFFIC), ev.model_dump_json(), qos=1
         )
         info.wait_for_publish(timeout=5)
+
+    for minute in range(20):
+        minute_bin(start + timedelta(minutes=minute))
     wait_until(
         "traffic rows in the API",
         lambda: sum(r["count"] for r in api.get("/v1/traffic/counts", bucket="1h")["rows"]) == 20 * 20,
@@ -148,6 +154,9 @@ def test_traffic_counts_per_line_class_and_direction(
     page.select_option("#traffic-bucket", "5m")
     expect(table.locator('tr[data-vclass="motorcycle"]')).to_contain_text("340")
     expect(page.locator("#traffic-chart .u-legend .u-series")).to_have_count(5)  # x + four series
+    # A new minute arrives over the live stream: the totals move without a reload.
+    minute_bin(datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1), motorcycles_in=50)
+    expect(table.locator('tr[data-vclass="motorcycle"]')).to_contain_text("397", timeout=15_000)  # 340 + 57
     tab.shot("operator-control-room")
     # CSV export goes through fetch with the key (a plain link could not send it).
     with page.expect_download() as dl:
@@ -155,7 +164,7 @@ def test_traffic_counts_per_line_class_and_direction(
     csv_path = dl.value.path()
     lines = Path(csv_path).read_text().splitlines()
     assert lines[0] == "line_id,start,direction,vehicle_class,count"
-    assert sum(int(row.rsplit(",", 1)[1]) for row in lines[1:]) == 400
+    assert sum(int(row.rsplit(",", 1)[1]) for row in lines[1:]) == 400 + 60
     assert dl.value.suggested_filename.endswith(".csv")
     tab.assert_no_errors()
 

@@ -16,6 +16,7 @@ const LIVE_MIN_GAP_MS = 1000;
 const RENDER_GAP_MS = 250;
 const SLOW_REFRESH_MS = 60_000; // history and traffic: per-minute figures
 const TICK_MS = 5_000; // relative times and ageing figures
+const TRAFFIC_GAP_MS = 3_000; // live traffic rows come per line, class, direction and minute: batch them
 const MAX_LISTED_ZONES = 300;
 const CANVAS_ABOVE = 3000; // SVG keeps each zone a DOM node (focus, tests); canvas scales to city size
 const RANGES = { "1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 86400 };
@@ -583,6 +584,13 @@ async function exportTraffic() {
     `traffic-${(line || "all").replace(/[^A-Za-z0-9_.-]+/g, "_")}.csv`);
 }
 
+let trafficTimer = null;
+
+function scheduleTraffic() {
+  if (trafficTimer) return;
+  trafficTimer = setTimeout(() => { trafficTimer = null; loadTraffic(); }, TRAFFIC_GAP_MS);
+}
+
 // -- live updates --------------------------------------------------------------------------
 
 /**
@@ -609,6 +617,8 @@ function connectLive() {
   on("zone_removed", (z) => removeZone(z.id));
   on("lot", (l) => { if (newer(l, lots.get(l.id), ZONE_TIME)) lots.set(l.id, l); scheduleRender(null); });
   on("camera", (c) => upsertCamera(c));
+  // Per-minute rows; the page shows 5 min..1 h bins, so it re-reads its view (at most every few s).
+  on("traffic", () => scheduleTraffic());
   es.addEventListener("error", () => {
     startPolling();
     if (es.readyState === EventSource.CLOSED) {
