@@ -78,7 +78,7 @@ class SiteConfig(_Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT broker connection.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Vehicle detector.")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras this edge worker runs.")
-    edge: EdgeConfig = Field(default_factory=EdgeConfig, description="Edge worker: detector sharing, metrics.")
+    edge: EdgeConfig = Field(default_factory=EdgeConfig, description="Edge worker: detector sharing, metrics")
     api: ApiConfig = Field(default_factory=ApiConfig, description="Central API.")
     web: WebConfig = Field(default_factory=WebConfig, description="Operator and driver web pages.")
     health_interval_s: float = Field(default=10.0, gt=0, description="Seconds between health messages.")

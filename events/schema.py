@@ -139,7 +139,7 @@ class CameraHealth(BaseModel):
     decode_ms: float | None = Field(
         default=None, ge=0, description="Mean decoder time per decoded frame (incl. BGR conversion), ms."
     )
-    state: str | None = Field(default=None, max_length=32, description="Stream state (streaming, stalled...).")
+    state: str | None = Field(default=None, max_length=32, description="Stream state (streaming, stalled).")
     spool_queued: int | None = Field(default=None, ge=0, description="Events waiting on the edge for PUBACK.")
     spool_oldest_age_s: float | None = Field(default=None, ge=0, description="Age of the oldest one, s.")
     spool_dropped: int | None = Field(
