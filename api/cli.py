@@ -14,9 +14,10 @@ from cityeye.api.store import Store
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "api",
-        help="run the central API (MQTT ingest, parking and camera endpoints)",
-        description="Serve the central API: ingest edge events from MQTT into the database and answer "
-        "/v1/parking/nearby, /v1/parking/zones/<id>, /v1/cameras and /healthz.",
+        help="run the central API (MQTT ingest, drivers, operators, IOC)",
+        description="Serve the central API: ingest edge events from MQTT into the database (migrated at "
+        "start) and answer drivers (/v1/parking/...), operators (/v1/cameras, history, traffic, /v1/live), "
+        "the IOC (/ngsi-ld/v1/entities) and monitoring (/metrics, /healthz, /readyz); see /docs.",
     )
     p.add_argument("--config", required=True, type=Path, help="site configuration (YAML)")
     p.add_argument("--host", help="listen address (default: api.host of the configuration)")

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from cityeye.api.app import create_app
 from cityeye.api.cli import register
 from cityeye.api.store import Store
-from cityeye.config import ApiConfig, SiteConfig
+from cityeye.config import ApiConfig, MqttConfig, SiteConfig
 from cityeye.events.schema import AreaState, CameraHealth, HealthEvent, OccupancyEvent, StatusEvent
 
 LAT, LON = 48.137, 11.575
@@ -237,3 +237,26 @@ def test_cli_rejects_a_busy_port(tmp_path: Path) -> None:
     args = parse(["api", "--config", str(cfg), "--port", "70000", "--no-ingest"])
     with pytest.raises(UsageError, match="out of range"):
         args.func(args)
+
+
+def test_readyz_says_what_is_missing(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    cfg = SiteConfig(
+        site="demo",
+        mqtt=MqttConfig(host="127.0.0.1", port=free_port()),  # nothing listens there
+        api=ApiConfig(database_url=f"sqlite:///{tmp_path / 'r.db'}"),
+    )
+    with TestClient(create_app(cfg)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        body = r.json()
+        assert body["checks"] == {"database": True, "schema": True, "index": True, "mqtt": False}
+        assert "not subscribed at the MQTT broker" in body["problems"][0]
+        assert c.get("/livez").json() == {"status": "ok"}
+
+
+def test_an_old_schema_without_migrate_refuses_to_start(tmp_path: Path) -> None:
+    cfg = SiteConfig(site="demo", api=ApiConfig(database_url=f"sqlite:///{tmp_path / 'o.db'}", migrate=False))
+    with pytest.raises(RuntimeError, match="cityeye db upgrade"), TestClient(create_app(cfg, ingest=False)):
+        pass
