@@ -103,4 +103,8 @@ class ApiConfig(BaseModel):
         default=True, description="Upgrade the database schema (Alembic) when the API starts."
     )
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description="History retention.")
-    push: PushConfig | None = Field(default=None, description="Push changes to a webhook or context broker.")
+    push: PushConfig | None = Field(
+        default=None,
+        description="Push changes to a webhook or context broker (every replica sees every change: "
+        "set it on one).",
+    )
