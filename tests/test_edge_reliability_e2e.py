@@ -185,12 +185,12 @@ def test_broker_outage_of_30_s_loses_and_doubles_nothing(rig: Rig) -> None:
         wait_for("events before the outage", lambda: len(api_applied(rig.db)) >= 3, timeout=90)
         stop_broker(rig.broker)
         t0 = time.monotonic()
-        queued_max = 0
+        spooled: set[str] = set()  # occupancy events that waited in the spool during the outage
         while time.monotonic() - t0 < OUTAGE_S:
             assert edge.poll() is None, rig.log("a")
-            queued_max = max(queued_max, read_stats(rig.spool).queued)
+            spooled |= {e for _, e in spool_pending(rig.spool) if ":occupancy:" in e}
             time.sleep(1)
-        assert queued_max >= 10, f"the edge queued only {queued_max} events in {OUTAGE_S} s"
+        assert len(spooled) >= 3, f"the edge queued only {len(spooled)} snapshots in {OUTAGE_S} s"
         rig.restart_broker()
         wait_for("the backlog to drain", lambda: read_stats(rig.spool).queued == 0, timeout=90)
         terminate(edge, rig, "a")
@@ -199,7 +199,7 @@ def test_broker_outage_of_30_s_loses_and_doubles_nothing(rig: Rig) -> None:
             "the goodbye", lambda: any(s["detail"] == "worker stopped" for s in sniffer.of_kind("status"))
         )
         expected = occupancy_ids(sniffer)
-        assert len(expected) >= queued_max // 2
+        assert spooled <= set(expected)  # what waited out the outage went out, with its ids
         check_exactly_once_in_order(rig, expected)
         assert read_stats(rig.spool).dropped == 0
     finally:
@@ -228,11 +228,15 @@ def test_sigkill_and_restart_lose_and_double_nothing(rig: Rig) -> None:
         wait_for("new events", lambda: len(api_applied(rig.db)) >= before + 3, timeout=90)
         # Now kill while the broker is away, so that a real backlog must survive the kill.
         stop_broker(rig.broker)
-        wait_for("a backlog", lambda: read_stats(rig.spool).queued >= 5, timeout=60)
+        wait_for(
+            "a backlog of snapshots",
+            lambda: sum(":occupancy:" in e for _, e in spool_pending(rig.spool)) >= 2,
+            timeout=90,
+        )
         os.kill(second.pid, signal.SIGKILL)
         second.wait(timeout=10)
         backlog = spool_pending(rig.spool)
-        assert sum(":occupancy:" in e for _, e in backlog) >= 3
+        assert sum(":occupancy:" in e for _, e in backlog) >= 2
         rig.restart_broker()
 
         third = rig.start_edge("k3")
