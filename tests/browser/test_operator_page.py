@@ -8,10 +8,12 @@ direction with a bin selector, the sign-in when keys exist, and WCAG AA (axe) on
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cityeye.events.schema import AreaState, CameraStatus, LineCounts, SpaceState, TrafficEvent
@@ -174,7 +176,10 @@ def test_sign_in_with_an_operator_key(tmp_path: Path, mosquitto: Broker, new_tab
     from playwright.sync_api import expect
 
     good = "op-" + "k" * 30
-    server = start_api(tmp_path, mosquitto, env={"CITYEYE_API_KEYS": f"operator:{good}"})
+    admin = {"X-API-Key": "ad-" + "a" * 30}
+    server = start_api(
+        tmp_path, mosquitto, env={"CITYEYE_API_KEYS": f"operator:{good},admin:{admin['X-API-Key']}"}
+    )
     try:
         tab = new_tab(viewport=(390, 844), mobile=True)
         page = tab.page
@@ -193,7 +198,26 @@ def test_sign_in_with_an_operator_key(tmp_path: Path, mosquitto: Broker, new_tab
         expect(page.locator("#main")).to_be_visible()
         page.get_by_role("button", name="Sign out").click()
         expect(page.locator("#login")).to_be_visible()
-        # The refused key is a 401 the browser logs; nothing else may be.
+
+        # A key an admin made, then revoked while the page is open: the next call asks again.
+        made = httpx.post(
+            f"{server.url}/v1/admin/keys", json={"name": "night shift", "role": "operator"}, headers=admin
+        )
+        assert made.status_code == 201, made.text
+        page.get_by_label("API key").fill(made.json()["key"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#live")).to_have_attribute("data-state", "live")
+        gone = httpx.delete(f"{server.url}/v1/admin/keys/{made.json()['id']}", headers=admin)
+        assert gone.status_code == 200, gone.text
+        deadline = time.monotonic() + 15  # other replicas' key caches: KEY_CACHE_S
+        while page.locator("#login").is_hidden() and time.monotonic() < deadline:
+            page.select_option(
+                "#traffic-bucket", "5m" if page.input_value("#traffic-bucket") != "5m" else "1h"
+            )
+            page.wait_for_timeout(500)
+        expect(page.locator("#login")).to_be_visible()
+        expect(page.locator("#login-error")).to_contain_text("refused (401)")
+        # The refused keys are 401s the browser logs; nothing else may be.
         assert [e for e in tab.errors if "401" not in e] == []
     finally:
         stop_api(server)

@@ -71,7 +71,7 @@ async function start() {
   try {
     await loadCameras();
   } catch (err) {
-    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+    if (isRefusal(err)) {
       showLogin(apiKey.get() ? t("login.bad", { status: err.status }) : "");
       return;
     }
@@ -85,7 +85,12 @@ async function start() {
     map = createMap(els.map, cfg, { label: t("map.label") });
     map.setView(cfg.center ?? [16, 107], cfg.center ? cfg.zoom : 5);
   }
-  if (started) return;
+  if (started) { // signed in again after a refusal: re-read, and reopen the stream with the new key
+    refresh();
+    loadTraffic();
+    connectLive();
+    return;
+  }
   started = true;
   await Promise.allSettled([loadZones({ fit: true }), loadLots(), loadTraffic()]);
   connectLive();
@@ -100,7 +105,15 @@ async function start() {
   }, TICK_MS);
 }
 
+function isRefusal(err) {
+  return err instanceof ApiError && (err.status === 401 || err.status === 403);
+}
+
+/** A key refused mid-session (revoked, expired): stop the stream and polling and ask again. */
 function showLogin(error) {
+  live.es?.close();
+  live.es = null;
+  stopPolling();
   els.main.hidden = true;
   els.login.hidden = false;
   els["login-error"].textContent = error;
@@ -395,6 +408,7 @@ async function loadHistory() {
   try {
     body = await getJson(zonePath(PATHS.history, id), { ...span, bucket: HISTORY_BUCKET[range] }, { auth: true });
   } catch (err) {
+    if (isRefusal(err)) { showLogin(t("login.bad", { status: err.status })); return; }
     setStatus(els["history-status"], t("error.load", { what: t("zone.title").toLowerCase(), msg: errText(err) }), { error: true });
     return;
   }
@@ -513,6 +527,7 @@ async function loadTraffic() {
   try {
     body = await getJson(PATHS.traffic, { ...trafficSpan, bucket: els["traffic-bucket"].value, by: "class,direction" }, { auth: true });
   } catch (err) {
+    if (isRefusal(err)) { showLogin(t("login.bad", { status: err.status })); return; }
     setStatus(els["traffic-status"], t("error.load", { what: t("traffic.title").toLowerCase(), msg: errText(err) }), { error: true });
     return;
   }
@@ -599,7 +614,7 @@ function scheduleTraffic() {
  * stream was down stays wrong; while it is down the page polls every refresh_s.
  */
 function connectLive() {
-  if (live.es) return;
+  if (live.es || !els.login.hidden) return; // no stream while the page asks for a key
   const key = apiKey.get();
   // EventSource cannot send headers: the key goes in the query, as the API documents for browsers.
   const es = new EventSource(url(PATHS.live, { api_key: key || undefined }));
@@ -633,6 +648,7 @@ function connectLive() {
 }
 
 function startPolling() {
+  if (!els.login.hidden) return;
   setLive(navigator.onLine ? "polling" : "offline");
   if (live.pollTimer) return;
   live.pollTimer = setInterval(refresh, cfg.refresh_s * 1000);
@@ -651,7 +667,10 @@ function refresh() {
     live.lastRun = Date.now();
     live.pending = false;
     try {
-      await Promise.allSettled([loadZones(), loadLots(), loadCameras().catch(showError(els["cams-status"]))]);
+      await Promise.allSettled([loadZones(), loadLots(), loadCameras().catch((err) => {
+        if (isRefusal(err)) showLogin(t("login.bad", { status: err.status }));
+        else showError(els["cams-status"])(err);
+      })]);
     } finally {
       live.timer = null;
       if (live.pending) refresh();
