@@ -73,7 +73,8 @@ def test_nearest_free_lot_first_with_freshness(
     open_driver(tab, api)
     items = tab.page.locator("#results > li")
     names = items.locator(".name")
-    expect(names).to_have_text(["Han Market", "Moto Bay", "Riverside kerb"])  # "Full Lot" (80 m) is full
+    # "Full Lot" (80 m) is full; the motorbike lot says so.
+    expect(names).to_have_text(["Han Market", "Moto Bay motorbikes only", "Riverside kerb"])
     first = items.nth(0)
     expect(first.locator(".free")).to_contain_text("2 free")
     expect(first.locator(".free")).to_contain_text("of 4")
@@ -95,7 +96,7 @@ def test_nearest_free_lot_first_with_freshness(
     tab.page.select_option("#vehicle", "")
     # A larger radius brings the far lot in, still after the nearer ones.
     tab.page.select_option("#radius", "5000")
-    expect(names).to_have_text(["Han Market", "Moto Bay", "Riverside kerb", "Far Away"])
+    expect(names).to_have_text(["Han Market", "Moto Bay motorbikes only", "Riverside kerb", "Far Away"])
     tab.assert_no_errors()
 
 

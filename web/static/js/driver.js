@@ -170,7 +170,7 @@ export function groupByLot(zones, lots) {
     if (!g) {
       g = {
         key, lot: z.lot, name: z.lot || z.name || z.zone_id, bays: new Map(), free: 0, total: null,
-        distance: z.distance_m, lat: z.lat, lon: z.lon, updated: null, stale: false,
+        distance: z.distance_m, lat: z.lat, lon: z.lon, updated: null, stale: false, vehicles: new Set(),
       };
       groups.set(key, g);
     }
@@ -181,6 +181,7 @@ export function groupByLot(zones, lots) {
       if (!z.lot) g.total = z.total;
     }
     g.stale ||= z.stale;
+    g.vehicles.add(z.vehicle ?? "any");
     const updated = parseTime(z.updated_at);
     if (updated && (!g.updated || updated < g.updated)) g.updated = updated; // the oldest figure shown
   }
@@ -230,13 +231,20 @@ function resultItem(g, n) {
   return h(
     "li",
     { id: `result-${n}`, tabindex: "-1", class: g.stale ? "stale" : null, dataset: { lot: g.lot ?? "" } },
-    h("div", { class: "name" }, g.name),
+    h("div", { class: "name" }, g.name, onlyFor(g)),
     h("div", { class: "free" }, t("driver.free", { free: formatNumber(g.free) }),
       g.total != null ? [" ", h("span", { class: "muted small" }, t("driver.of", { total: formatNumber(g.total) }))] : null),
     h("div", { class: "meta" }, t("driver.away", { d: formatDistance(g.distance) }), " · ", fresh,
       g.updated ? h("time", { datetime: g.updated.toISOString(), class: "visually-hidden" }, formatTime(g.updated)) : null),
     h("div", { class: "actions" }, h("button", { type: "button", onclick: () => showOnMap(g, n) }, t("driver.show"), h("span", { class: "visually-hidden" }, `: ${g.name}`))),
   );
+}
+
+/** "motorbikes only" when every free place offered is for one vehicle type (say so before a car drives there). */
+function onlyFor(g) {
+  const [v] = g.vehicles;
+  if (g.vehicles.size !== 1 || v === "any") return null;
+  return [" ", h("span", { class: "tag" }, t(`driver.only.${v}`))];
 }
 
 function showOnMap(g, n) {
