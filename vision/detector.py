@@ -3,8 +3,8 @@
 The model decides everything it can (input size, head family, preprocessing, class names), so a
 site switches models by changing one path; the configuration overrides what a model cannot say
 about itself (the head family of a bare export, class names). `detect` keeps no per-call state on
-the instance and onnxruntime sessions allow concurrent `run`, so one Detector can serve several
-worker threads.
+the instance (its scratch input tensor is per thread) and onnxruntime sessions allow concurrent
+`run`, so one Detector can serve several worker threads.
 """
 
 from __future__ import annotations
