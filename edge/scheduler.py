@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cityeye.streams.frame import Frame
 
@@ -21,11 +21,11 @@ from cityeye.streams.frame import Frame
 @dataclass
 class _Lane:
     queue: deque[Frame]
+    order: int
+    lossless: bool = False
+    """Offline sources (files read as fast as possible) wait for room instead of dropping."""
     served: int = 0
     """Order number of the last time this camera was served (0 = never)."""
-    dropped: int = 0
-    enqueued: int = 0
-    order: int = field(default=0)
 
 
 class FairScheduler:
@@ -36,29 +36,37 @@ class FairScheduler:
         self._in_flight = 0
         self._closed = False
 
-    def add_camera(self, camera_id: str, queue_size: int) -> None:
+    def add_camera(self, camera_id: str, queue_size: int, lossless: bool = False) -> None:
+        """``lossless``: :meth:`put` waits for room instead of dropping (a file analysed offline
+        must not lose frames to its own speed; a live camera must not fall behind real time)."""
         with self._cond:
             if camera_id in self._lanes:
                 raise ValueError(f"camera {camera_id!r} is already scheduled")
-            self._lanes[camera_id] = _Lane(deque(maxlen=queue_size), order=len(self._lanes))
+            self._lanes[camera_id] = _Lane(deque(maxlen=queue_size), len(self._lanes), lossless)
 
     def remove_camera(self, camera_id: str) -> None:
         """Forget a camera and its queued frames (a camera removed at run time must not leak)."""
         with self._cond:
             self._lanes.pop(camera_id, None)
+            self._cond.notify_all()
 
     def put(self, frame: Frame) -> bool:
         """Queue a frame; True when the camera's oldest waiting frame was dropped to make room."""
         with self._cond:
             lane = self._lanes.get(frame.camera_id)
+            if lane is not None and lane.lossless:
+                waiting: _Lane = lane
+                self._cond.wait_for(
+                    lambda: self._closed
+                    or self._lanes.get(frame.camera_id) is not waiting
+                    or len(waiting.queue) < (waiting.queue.maxlen or 1)
+                )
+                lane = self._lanes.get(frame.camera_id)
             if lane is None or self._closed:
                 return False
             dropped = len(lane.queue) == lane.queue.maxlen
             lane.queue.append(frame)  # a full deque drops from the left: the oldest frame
-            lane.enqueued += 1
-            if dropped:
-                lane.dropped += 1
-            self._cond.notify()
+            self._cond.notify_all()
             return dropped
 
     def take(self, max_frames: int, timeout_s: float | None = None) -> list[Frame]:
@@ -80,6 +88,7 @@ class FairScheduler:
                 batch.append(lane.queue.popleft())
                 lane.served = next(self._ticket)
             self._in_flight += len(batch)
+            self._cond.notify_all()  # lossless producers wait for the room just made
             return batch
 
     def done(self, n: int) -> None:

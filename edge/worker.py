@@ -81,7 +81,8 @@ class CameraWorker:
         self.supervisor: StreamSupervisor | None = None
         self.startup_error: str | None = None
         self._last_error_log = 0.0
-        scheduler.add_camera(cam.id, cam.queue_size)
+        offline = not cam.realtime and "://" not in cam.source  # a file analysed as fast as it decodes
+        scheduler.add_camera(cam.id, cam.queue_size, lossless=offline)
 
     # -- stream side (supervisor thread) --------------------------------------------------------
 

@@ -90,6 +90,30 @@ def test_scheduler_is_fair_under_overload() -> None:
     assert len(waits) == 7 and max(waits) <= 7  # served within ceil(20 / 3) turns, every time
 
 
+def test_offline_lanes_wait_for_room_instead_of_dropping() -> None:
+    s = FairScheduler()
+    s.add_camera("file", 1, lossless=True)
+    drops: list[bool] = []
+    producer = threading.Thread(target=lambda: drops.extend(s.put(frame("file", i)) for i in range(5)))
+    producer.start()
+    got: list[int] = []
+    while len(got) < 5:
+        batch = s.take(1, timeout_s=5)
+        assert batch, "the producer never delivered"
+        got += [f.index for f in batch]
+        s.done(len(batch))
+    producer.join(5)
+    assert got == [0, 1, 2, 3, 4] and drops == [False] * 5
+    s.put(frame("file", 5))
+    blocked = threading.Thread(target=s.put, args=(frame("file", 6),))
+    blocked.start()
+    time.sleep(0.1)
+    assert blocked.is_alive()  # waiting for room
+    s.close()
+    blocked.join(5)
+    assert not blocked.is_alive()  # closing releases it
+
+
 class Listener:
     """Every message of the site, parsed, in arrival order."""
 
@@ -213,8 +237,11 @@ def test_broken_cameras_report_errors_while_the_others_run(
         assert f'cityeye_camera_state{{camera="cut",cityeye_camera_state="error",site="{SITE}"}} 1.0' in text
         assert f'cityeye_camera_up{{camera="good",site="{SITE}"}} 1.0' in text
         assert "process_cpu_seconds_total" in text and "cityeye_detector_frames_total" in text
-        health_cut = listener.of("cut", "health")[-1]["health"]
-        assert health_cut["state"] == "error" and "truncated" in health_cut["error"]
+        health_cut = listener.wait(
+            "cut health in error",
+            lambda: [h["health"] for h in listener.of("cut", "health") if h["health"]["state"] == "error"],
+        )[-1]
+        assert "truncated" in health_cut["error"]
     finally:
         worker.stop()
         runner.join(30)
