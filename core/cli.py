@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "cityeye.models.cli",
     "cityeye.edge.cli",
     "cityeye.edge.spool_cli",
+    "cityeye.streams.cli",
     "cityeye.api.cli",
     "cityeye.demo",
 )

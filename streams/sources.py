@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import av
@@ -444,6 +444,21 @@ class AVSource(_Stoppable):
             )
         self._container = container
         self.clock.reset()
+
+    def describe(self) -> dict[str, Any]:
+        """What the opened stream says about itself (for `cityeye streams probe` and logs)."""
+        if self._container is None:
+            raise RuntimeError("AVSource.describe() before open()")
+        stream = self._container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        return {
+            "format": self._container.format.name,
+            "codec": stream.codec_context.name,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "fps": None if rate is None else round(float(rate), 3),
+            "live": self.live,
+        }
 
     def _close_container(self) -> None:
         if self._container is not None:

@@ -8,6 +8,9 @@ CPU time is measured while the supervisor retries).
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -221,3 +224,36 @@ def test_open_timeout_is_reported(gst: None) -> None:
         assert time.monotonic() - t0 < 4.0
     finally:
         srv.stop()
+
+
+def test_probe_command_reports_a_camera_and_its_errors(
+    server: RtspServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAM_PW", "s3cret")
+    cmd = [sys.executable, "-m", "cityeye", "streams", "probe", "--seconds", "2.5"]
+    ok = subprocess.run(
+        [*cmd, server.url("cam"), "--username", "admin", "--password-env", "CAM_PW"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    info = json.loads(ok.stdout)
+    assert info["ok"] and info["codec"] == "h264" and info["frame_size"] == [320, 240]
+    assert info["keyframe_period_s"] == pytest.approx(1.0, abs=0.05) and info["live"]
+    assert "s3cret" not in ok.stdout + ok.stderr
+    bad = subprocess.run(
+        [*cmd, server.url("cam", "admin:nope")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert bad.returncode == 1
+    err = json.loads(bad.stdout)
+    assert err["error_kind"] == "auth" and "nope" not in bad.stdout
+    unset = subprocess.run(
+        [*cmd, server.url("cam"), "--username", "admin", "--password-env", "NOT_SET_ANYWHERE"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unset.returncode == 2 and "NOT_SET_ANYWHERE" in unset.stderr
