@@ -185,6 +185,7 @@ class CameraPublisher:
         self._acks: dict[int, ReasonCode | None] = {}
         self._cursor = 0
         self._status: tuple[CameraStatus, str | None] | None = None
+        self._status_lock = threading.Lock()
         self._connects = 0
         self._stopping = threading.Event()
         self._closed = False
@@ -367,14 +368,14 @@ class CameraPublisher:
 
     def _queue_hello(self) -> None:
         """Fresh status, and retained state again unless a newer one is still queued."""
-        status, detail = self._status or (CameraStatus.ONLINE, None)
-        if self._connects <= 1:
-            status, detail = CameraStatus.ONLINE, None
         status_topic = self._topic(TopicKind.STATUS)
         for r in self.spool.retained():
             if r.topic != status_topic and not self.spool.has_pending(r.topic):
                 self.spool.put(r.topic, r.payload, retain=True, event_id=r.event_id)
-        self.publish_status(status, detail)
+        with self._status_lock:
+            # The camera's own latest status (`streaming`, `error`...) if it said one, else `online`.
+            status, detail = self._status or (CameraStatus.ONLINE, None)
+            self._queue_status(status, detail)
 
     def _fill_window(self) -> None:
         with self._send_lock:
@@ -408,10 +409,11 @@ class CameraPublisher:
 
         A health event gets the spool's figures added, so the centre sees a backlog or losses.
         """
-        if isinstance(event, HealthEvent):
-            event = event.model_copy(update={"health": event.health.model_copy(update=self._spool_health())})
         topic = Topic(self.site, self.camera, TopicKind(event.kind))
         try:
+            if isinstance(event, HealthEvent):
+                figures = self._spool_health()
+                event = event.model_copy(update={"health": event.health.model_copy(update=figures)})
             seq = self.spool.put(
                 str(topic), event.model_dump_json().encode(), retain=topic.retained, event_id=event.event_id
             )
@@ -431,8 +433,14 @@ class CameraPublisher:
         return seq
 
     def publish_status(self, status: CameraStatus, detail: str | None = None) -> int | None:
-        if status is not CameraStatus.OFFLINE:
-            self._status = (status, detail)
+        # Under the lock, so the spool's order of statuses is the order of `_status` updates and
+        # a reconnect's repetition can never queue an older status after a newer one.
+        with self._status_lock:
+            if status is not CameraStatus.OFFLINE:
+                self._status = (status, detail)
+            return self._queue_status(status, detail)
+
+    def _queue_status(self, status: CameraStatus, detail: str | None) -> int | None:
         return self.publish(
             StatusEvent(
                 site=self.site,

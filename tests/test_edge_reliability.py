@@ -30,7 +30,7 @@ from cityeye.config import MqttConfig, parse_config
 from cityeye.edge.publisher import CameraPublisher
 from cityeye.edge.spool import Spool, SpoolError, SpoolLockedError, read_stats, spool_file
 from cityeye.events.config import ENV_MQTT_PASSWORD, ENV_MQTT_PASSWORD_FILE, SpoolConfig
-from cityeye.events.schema import CameraHealth, HealthEvent, OccupancyEvent, SpaceState
+from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent, OccupancyEvent, SpaceState
 from tests.conftest import Broker, free_port, start_mosquitto, wait_port
 
 T = TypeVar("T")
@@ -382,6 +382,7 @@ def test_retained_state_is_republished_to_a_broker_that_lost_it(
     last = occupancy(pub, True)
     pub.publish(occupancy(pub, False))
     pub.publish(last)
+    pub.publish_status(CameraStatus.STREAMING, "h264 1280x720")  # what the stream supervisor says
     wait_for("delivery", lambda: pub.spool.queued == 0)
     stop_broker(broker)
     wait_for("the publisher to notice", lambda: not pub.connected.is_set())
@@ -395,7 +396,10 @@ def test_retained_state_is_republished_to_a_broker_that_lost_it(
             assert occ[0]["event_id"] == last.event_id  # the same event: the centre drops it as seen
             assert occ[0]["zones"][0]["occupied"] is True
             status = wait_for("retained status", lambda: late.of_kind("status"))
-            assert status[-1]["status"] == "online"
+            assert (status[-1]["status"], status[-1]["detail"]) == (
+                "streaming",
+                "h264 1280x720",
+            )  # said again
         finally:
             late.close()
     finally:
