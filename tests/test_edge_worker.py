@@ -31,6 +31,7 @@ from cityeye.edge.scheduler import FairScheduler
 from cityeye.edge.worker import EdgeWorker
 from cityeye.models.registry import DEFAULT_MODEL
 from cityeye.streams.frame import Frame
+from cityeye.streams.gst_rtsp_server import RtspServer
 from cityeye.vision.detector import Detector
 from tests.conftest import Broker, free_port
 from tests.test_streams_sampling import write_h264
@@ -331,3 +332,54 @@ def test_worker_with_an_unreachable_camera_idles(
             _, err = proc.communicate()
     assert proc.returncode == 0, err[-2000:]  # a signal is a clean stop
     assert err.count("refused") <= 3, err[-2000:]  # the repeated failure is not logged on every retry
+
+
+def test_camera_status_follows_the_stream_over_mqtt(
+    tmp_path: Path, mosquitto: Broker, listener: Listener, detector: Detector
+) -> None:
+    """A real RTSP camera killed and restarted: its retained status goes reconnecting, then streaming."""
+    reason = RtspServer.available()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    server = RtspServer(port, {"cam": "test:320x240@10:gop=10"}).start()
+    cfg = SiteConfig.model_validate(
+        {
+            "site": SITE,
+            "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+            "cameras": [
+                {
+                    "id": "live",
+                    "source": server.url("cam"),
+                    "mode": "traffic",
+                    "sampling": "keyframe",
+                    "interval_s": 1,
+                    "zones": line_zone(tmp_path),
+                    "backoff_initial_s": 0.2,
+                    "backoff_max_s": 1.0,
+                }
+            ],
+            "health_interval_s": 1,
+        }
+    )
+    worker = EdgeWorker(cfg, detector=detector)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        statuses = of(listener, "live", "status")
+        listener.wait("streaming", lambda: [s for s in statuses() if s["status"] == "streaming"])
+        server.kill()
+        listener.wait("reconnecting", lambda: [s for s in statuses() if s["status"] == "reconnecting"])
+        server = RtspServer(port, {"cam": "test:320x240@10:gop=10"}).start()
+        listener.wait("streaming again", lambda: statuses()[-1]["status"] == "streaming", timeout=20)
+        names = [s["status"] for s in statuses()]
+        assert names.index("connecting") < names.index("streaming") < names.index("reconnecting")
+        health = listener.wait(
+            "health after the reconnect",
+            lambda: [h["health"] for h in listener.of("live", "health") if h["health"]["reconnects"] >= 1],
+        )[-1]
+        assert health["frames_analysed"] >= 1
+    finally:
+        worker.stop()
+        runner.join(30)
+        server.stop()
