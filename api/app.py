@@ -948,6 +948,8 @@ _INDEX = """<!doctype html>
 <h1>cityeye API</h1>
 <p>Site <code>{site}</code>, version {version}. Interactive documentation: <a href="/docs">/docs</a>
 (<a href="/openapi.json">OpenAPI</a>).</p>
+<p><strong><a href="/driver">Driver page</a></strong> (free spots near you) &middot;
+<strong><a href="/operator">Operator dashboard</a></strong> (map, cameras, traffic)</p>
 <ul>
 <li><a href="/v1/parking/nearby?lat=0&amp;lon=0&amp;radius_m=1000">
 /v1/parking/nearby?lat=&amp;lon=&amp;radius_m=</a> &mdash; free parking near a point</li>

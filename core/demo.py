@@ -126,7 +126,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if not _wait_http(f"{url}/healthz", 60):
             raise RuntimeError(f"the API did not come up; see {workdir / 'api.log'}")
         print(f"cityeye demo is running ({kind} broker on port {mqtt_port}; logs and config in {workdir})")
-        print(f"open {url}/")
+        print(f"open {url}/  (driver page {url}/driver, operator dashboard {url}/operator)")
         print(
             f"free spots near the sample lot: {url}/v1/parking/nearby?lat=16.0617&lon=108.2270&radius_m=500"
         )
