@@ -176,8 +176,7 @@ class MqttIngest:
         # paho's default of 20 in flight would throttle the broker's delivery to us.
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if mqtt_cfg.effective_username:
-            self.client.username_pw_set(mqtt_cfg.effective_username, mqtt_cfg.password)
+        mqtt_cfg.configure(self.client)  # credentials and TLS, as the edge sets them up
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe

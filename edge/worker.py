@@ -69,14 +69,21 @@ class CameraWorker:
     """One camera: its supervisor, its analyser and its MQTT publisher."""
 
     def __init__(
-        self, site: str, cam: CameraConfig, publisher: CameraPublisher, scheduler: FairScheduler
+        self,
+        site: str,
+        cam: CameraConfig,
+        publisher: CameraPublisher,
+        scheduler: FairScheduler,
+        detector: Detector | None = None,
     ) -> None:
         self.site = site
         self.cam = cam
         self.publisher = publisher
         self.scheduler = scheduler
         self.stats = CameraStats()
-        self.analyser = make_analyser(cam, EventContext(site, cam.id, publisher.next_event_id))
+        # The worker's one model session also serves analysers that run their own passes
+        # (parking tiles), instead of each loading a second copy of the model.
+        self.analyser = make_analyser(cam, EventContext(site, cam.id, publisher.next_event_id), detector)
         self.source: FrameSource | None = None
         self.supervisor: StreamSupervisor | None = None
         self.startup_error: str | None = None
@@ -220,7 +227,7 @@ class EdgeWorker:
         self.cameras: list[CameraWorker] = []
         for cam in cfg.cameras:
             publisher = CameraPublisher(cfg.site, cam.id, cfg.mqtt, self.boot_id)
-            self.cameras.append(CameraWorker(cfg.site, cam, publisher, self.scheduler))
+            self.cameras.append(CameraWorker(cfg.site, cam, publisher, self.scheduler, self.detector))
         self._by_id = {cw.cam.id: cw for cw in self.cameras}
         self._stop = threading.Event()
         self._detector_stop = threading.Event()
@@ -361,6 +368,10 @@ class EdgeWorker:
             cw.stop()
             cw.publisher.publish(cw.health_event())
             try:
+                flush = getattr(cw.analyser, "flush", None)
+                if callable(flush):  # time-binned analysers (traffic): the running bin's last seconds
+                    for event in flush():
+                        cw.publisher.publish(event)
                 cw.analyser.close()
             except Exception:
                 log.exception("camera %s: analyser close failed", cw.cam.id)

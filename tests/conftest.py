@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Parking state of every edge process a test starts goes to a throwaway folder, never the user's
+# ~/.local/state/cityeye (inherited by subprocesses).
+os.environ.setdefault("CITYEYE_STATE_DIR", tempfile.mkdtemp(prefix="cityeye-test-state-"))
 SHARED = REPO.parent / "shared"
 
 
