@@ -8,8 +8,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -19,6 +20,22 @@ REPO = Path(__file__).resolve().parents[1]
 # ~/.local/state/cityeye (inherited by subprocesses).
 os.environ.setdefault("CITYEYE_STATE_DIR", tempfile.mkdtemp(prefix="cityeye-test-state-"))
 SHARED = REPO.parent / "shared"
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T], timeout: float = 15.0, poll_s: float = 0.02) -> T:
+    """Poll until fn() is truthy: ingest and edges run on other threads and processes, so tests
+    wait for an outcome, never sleep blindly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value {value!r})")
+        time.sleep(poll_s)
 
 
 def shared_path(*parts: str) -> Path:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -22,27 +21,13 @@ from cityeye.api.ingest import MqttIngest
 from cityeye.config import ApiConfig, MqttConfig, SiteConfig
 from cityeye.events.schema import AreaState, CameraStatus, OccupancyEvent, SpaceState, StatusEvent
 from cityeye.events.topics import TopicKind, topic_for
-from tests.conftest import Broker, free_port, start_mosquitto
+from tests.conftest import Broker, free_port, start_mosquitto, wait_for
 from tests.test_api_support import settled
 
 LAT, LON = 48.137, 11.575
 OPERATOR_KEY = "operator-key-0123456789"
 OPERATOR = {"X-API-Key": OPERATOR_KEY}
 M_PER_DEG_LAT = 111_195.0
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, fn: Callable[[], T], timeout: float = 10.0) -> T:
-    """Poll until fn() is truthy; the ingest runs on paho's thread, so tests must wait, not sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value {value!r})")
-        time.sleep(0.02)
 
 
 def caught_up(app: Any) -> None:

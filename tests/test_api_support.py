@@ -13,9 +13,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -25,20 +24,7 @@ from cityeye.api.ingest import MqttIngest
 from cityeye.events.schema import AnyEvent
 from cityeye.events.topics import TopicKind, topic_for
 from tests.conftest import Broker, free_port, start_mosquitto, wait_port
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, fn: Callable[[], T], timeout: float = 15.0) -> T:
-    """Poll until fn() is truthy; ingest runs on other threads, so tests wait, never sleep blindly."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value {value!r})")
-        time.sleep(0.02)
+from tests.conftest import wait_for as wait_for  # re-exported: other API test modules import it from here
 
 
 def settled(ingest: MqttIngest) -> int:

@@ -14,10 +14,10 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -32,20 +32,9 @@ from cityeye.edge.spool import Spool, SpoolError, SpoolLockedError, read_stats, 
 from cityeye.events.config import ENV_MQTT_PASSWORD, ENV_MQTT_PASSWORD_FILE, SpoolConfig
 from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent, OccupancyEvent, SpaceState
 from tests.conftest import Broker, free_port, start_mosquitto, wait_port
+from tests.conftest import wait_for as wait_for  # re-exported for the reliability e2e and deploy tests
 
-T = TypeVar("T")
 SITE, CAM = "rel", "cam-1"
-
-
-def wait_for(what: str, fn: Callable[[], T], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value {value!r})")
-        time.sleep(0.02)
 
 
 class Sniffer:

@@ -35,6 +35,7 @@ from cityeye.events.schema import (
 )
 from cityeye.events.topics import TopicKind, topic_for
 from tests.conftest import REPO, Broker
+from tests.conftest import wait_for as wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
@@ -309,17 +310,6 @@ def edge(mosquitto: Broker) -> Iterator[Callable[[str], Edge]]:
     yield make
     for e in made:
         e.close()
-
-
-def wait_until(what: str, fn: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value {value!r})")
-        time.sleep(0.05)
 
 
 def dump(obj: Any) -> str:
