@@ -99,7 +99,5 @@ class TrafficAnalyser:
         return self._events(self._last_t, flush=True)
 
     def close(self) -> None:
-        """Nothing to persist: the running bin went out provisionally at most ``provisional_s`` ago.
-
-        A worker that can publish on close should send :meth:`flush`'s events (the last seconds).
-        """
+        """Nothing to persist: the worker publishes :meth:`flush`'s events (the running bin's last
+        seconds) before it closes the analyser, and a bin re-sent after a restart replaces them."""
