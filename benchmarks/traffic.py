@@ -86,23 +86,44 @@ def signature(crossings: list[Any]) -> str:
     return repr(sorted((c.zone_id, c.direction, c.vehicle) for c in crossings))
 
 
-def compare(
-    truth: tuple[Counter[tuple[str, str, str]], Counter[tuple[str, str]]], crossings: list[Any]
-) -> dict[str, Any]:
-    truth_cls, truth_tot = truth
+def compare(truth_file: str, crossings: list[Any], stride: int) -> dict[str, Any]:
+    """The tests' criterion (tests/test_traffic_videos.py): every hand-counted crossing found on its
+    line and direction within the hand count's frame tolerance (plus stride - 1: a crossing is seen
+    on the next analysed frame), and nothing else counted beyond the crossings the hand count marks
+    undecidable. Per class only for the record: class errors are the detector's labels."""
+    truth = json.loads((DATA / truth_file).read_text())
+    truth_cls, truth_tot = hand_counts(truth_file)
+    tol = int(truth["frame_tolerance"]) + stride - 1
+    left = [(c.zone_id, c.direction, c.frame) for c in crossings]
+    missed = []
+    for h in truth["crossings"]:
+        hit = next(
+            (k for k, (zl, zd, zf) in enumerate(left)
+             if (zl, zd) == (h["line"], h["direction"]) and abs(zf - h["frame"]) <= tol), None,
+        )  # fmt: skip
+        if hit is None:
+            missed.append({"line": h["line"], "direction": h["direction"], "frame": h["frame"]})
+        else:
+            del left[hit]
+    undecidable = Counter((u["line"], u["direction"]) for u in truth.get("uncertain", []))
+    extra = Counter((zl, zd) for zl, zd, _ in left)
+    beyond = {f"{k[0]} / {k[1]}": n - undecidable[k] for k, n in extra.items() if n > undecidable[k]}
     found_cls = Counter((c.zone_id, c.direction, c.vehicle) for c in crossings)
     found_tot = Counter((c.zone_id, c.direction) for c in crossings)
-    tot_keys = sorted(set(truth_tot) | set(found_tot))
     return {
-        "counts_kept": all(truth_tot[k] == found_tot[k] for k in tot_keys),
+        "counts_kept": not missed and not beyond,
+        "missed": missed,
+        "extra_beyond_undecidable": beyond,
         "counts_all_classes": [
-            {"line": k[0], "direction": k[1], "hand": truth_tot[k], "tool": found_tot[k]} for k in tot_keys
+            {"line": k[0], "direction": k[1], "hand": truth_tot[k], "undecidable": undecidable[k],
+             "tool": found_tot[k]}
+            for k in sorted(set(truth_tot) | set(found_tot))
         ],
         "counts_by_class": [
             {"line": k[0], "direction": k[1], "class": k[2], "hand": truth_cls[k], "tool": found_cls[k]}
             for k in sorted(set(truth_cls) | set(found_cls))
         ],
-    }
+    }  # fmt: skip
 
 
 def main() -> int:
@@ -131,41 +152,43 @@ def main() -> int:
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         models = build_models(Path(tmp), args.models)
-        for name in args.models:
-            detector = Detector(models[name], confidence=0.1)
-            ceiling = ceiling_ms(detector)
-            for stride in args.strides:
-                for video in args.videos:
-                    _, truth_file, cfg = VIDEOS[video]
-                    truth_name = json.loads((DATA / truth_file).read_text())["zones"]
-                    zones = load_zones(DATA / truth_name)
-                    runs = []
-                    for _ in range(args.repeats):
-                        loads.append(os.getloadavg()[0])
-                        runs.append(
-                            count_video(paths[video], zones, detector, TrafficConfig(**cfg), stride=stride)
-                        )
-                    med = sorted(runs, key=lambda r: r.wall_s)[len(runs) // 2]
-                    results.append(
-                        {
-                            "model": name,
-                            "stride": stride,
-                            "video": video,
-                            "frames": med.frames,
-                            "analysed": med.frames_analysed,
-                            "fps_analysed": round(statistics.median(r.fps_analysed for r in runs), 2),
-                            "fps_video": round(statistics.median(r.frames / r.wall_s for r in runs), 2),
-                            "ms_per_analysed_frame": {
-                                k: round(v / med.frames_analysed * 1000, 2) for k, v in med.stage_s.items()
-                            },
-                            "session_run_ceiling_ms": round(ceiling, 2),
-                            "same_counts_every_repeat": len({signature(r.crossings) for r in runs}) == 1,
-                            **compare(hand_counts(truth_file), med.crossings),
-                        }
-                    )  # fmt: skip
-                    r = results[-1]
-                    print(f"{name} stride {stride} {video}: {r['fps_video']} video fps, "
-                          f"counts kept {r['counts_kept']}", file=sys.stderr)  # fmt: skip
+        detectors = {name: Detector(models[name], confidence=0.1) for name in args.models}
+        ceilings = {name: ceiling_ms(d) for name, d in detectors.items()}
+        configs = [(m, s, v) for m in args.models for s in args.strides for v in args.videos]
+        runs: dict[tuple[str, int, str], list[Any]] = {c: [] for c in configs}
+        # Round-robin over the configurations, one repeat at a time, so that a change of load by
+        # other processes falls on every configuration alike instead of on whichever ran then.
+        for rep in range(args.repeats):
+            for name, stride, video in configs:
+                zones = load_zones(DATA / json.loads((DATA / VIDEOS[video][1]).read_text())["zones"])
+                loads.append(os.getloadavg()[0])
+                cfg = TrafficConfig(**VIDEOS[video][2])
+                runs[(name, stride, video)].append(
+                    count_video(paths[video], zones, detectors[name], cfg, stride=stride)
+                )
+                r = runs[(name, stride, video)][-1]
+                fps = r.frames / r.wall_s
+                print(f"repeat {rep + 1}: {name} stride {stride} {video}: {fps:.1f} fps", file=sys.stderr)
+    for (name, stride, video), rs in runs.items():
+        med = sorted(rs, key=lambda r: r.wall_s)[len(rs) // 2]
+        results.append(
+            {
+                "model": name,
+                "stride": stride,
+                "video": video,
+                "frames": med.frames,
+                "analysed": med.frames_analysed,
+                "fps_analysed": round(statistics.median(r.fps_analysed for r in rs), 2),
+                "fps_video": round(statistics.median(r.frames / r.wall_s for r in rs), 2),
+                "fps_video_runs": [round(r.frames / r.wall_s, 2) for r in rs],
+                "ms_per_analysed_frame": {
+                    k: round(v / med.frames_analysed * 1000, 2) for k, v in med.stage_s.items()
+                },
+                "session_run_ceiling_ms": round(ceilings[name], 2),
+                "same_counts_every_repeat": len({signature(r.crossings) for r in rs}) == 1,
+                **compare(VIDEOS[video][1], med.crossings, stride),
+            }
+        )
     summary = [
         {
             "model": m,
