@@ -50,22 +50,6 @@ def load_camera_zones(cam: CameraConfig) -> list[Zone]:
     return load_zones(cam.zones, calibration, default_lot=cam.lot)
 
 
-class DetectOnlyAnalyser:
-    """Traffic cameras until the traffic-counting issue: detections feed health figures only."""
-
-    def __init__(self, cam: CameraConfig, ctx: EventContext) -> None:
-        self.ctx = ctx
-
-    def needs_detection(self, frame: Frame) -> bool:
-        return True
-
-    def process(self, frame: Frame, detections: Detections | None) -> list[AnyEvent]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
 def make_analyser(cam: CameraConfig, ctx: EventContext, detector: Detector | None = None) -> Analyser:
     """``detector``: parking cameras then run their own zone-aware tiled pass (edge/parking.py)."""
     if cam.mode == "parking":
