@@ -184,9 +184,23 @@ def detector() -> Detector:
     return Detector(DEFAULT_MODEL)  # explicit: $CITYEYE_MODEL may be set where tests run
 
 
+class SlowDetector(Detector):
+    """The real model plus 0.1 s per run: slower than a 25 fps camera on any machine, so the
+    drop-oldest queue must drop (on an idle box the bare model keeps up and nothing would be)."""
+
+    def detect(self, image: Any) -> Any:
+        time.sleep(0.1)
+        return super().detect(image)
+
+    def detect_batch(self, images: Any) -> Any:
+        time.sleep(0.1)
+        return super().detect_batch(images)
+
+
 def test_broken_cameras_report_errors_while_the_others_run(
-    tmp_path: Path, mosquitto: Broker, listener: Listener, detector: Detector
+    tmp_path: Path, mosquitto: Broker, listener: Listener
 ) -> None:
+    detector = SlowDetector(DEFAULT_MODEL)
     good = write_h264(tmp_path / "good.mp4", frames=50, fps=25, gop=25)  # 2 s, looped
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -194,8 +208,8 @@ def test_broken_cameras_report_errors_while_the_others_run(
     junk.write_bytes(np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
     zones = line_zone(tmp_path)
     cams = [
-        # Every frame of a 25 fps camera into a queue of one: the detector cannot keep up, so
-        # frames are dropped, oldest first, and counted.
+        # Every frame of a 25 fps camera into a queue of one: the (slowed) detector cannot keep
+        # up, so frames are dropped, oldest first, and counted.
         CameraConfig(
             id="good", source=str(good), mode="traffic", interval_s=0, loop=True, queue_size=1, zones=zones
         ),
