@@ -166,6 +166,7 @@ def import_ultralytics(json_path: str | Path, scale: tuple[float, float] = (1, 1
         raise ZoneError(f"{p}: the list is empty; nothing to import")
     return _collection(features, {"format": "ultralytics", "file": p.name, "scale": [sx, sy]})
 
+
 _LABELME_LINES = frozenset({"line", "linestrip"})
 
 
