@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -24,6 +26,24 @@ def find_mosquitto() -> str | None:
 
 
 ENV_BROKER = "CITYEYE_DEMO_BROKER"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (loopback), for brokers and servers started on one box."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:port, else TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 def start_broker(port: int, workdir: Path, which: str = "auto") -> tuple[subprocess.Popen[bytes], str]:

@@ -20,17 +20,11 @@ from types import FrameType
 
 import yaml
 
-from cityeye.broker import ENV_BROKER, start_broker
+from cityeye.broker import ENV_BROKER, free_port, start_broker, wait_port
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 SAMPLE = SAMPLES / "pucpr"
 ENV_SOURCE = "CITYEYE_DEMO_SOURCE"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_free(port: int) -> bool:
@@ -40,16 +34,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _wait_port(port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.1)
-    return False
 
 
 def _wait_http(url: str, timeout_s: float) -> bool:
@@ -101,9 +85,10 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cityeye-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    api_port = args.port if _port_free(args.port) else _free_port()
-    mqtt_port = _free_port()
+    api_port = args.port if _port_free(args.port) else free_port()
+    mqtt_port = free_port()
     cfg_path = workdir / "site.yaml"
+
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # run the `finally` below: children must not outlive the demo
 
@@ -116,8 +101,10 @@ def run_demo(args: argparse.Namespace) -> int:
         yaml.safe_dump(demo_config(workdir, mqtt_port, api_port, source, args.interval, protocol))
     )
     try:
-        if not _wait_port(mqtt_port, 15):
-            raise RuntimeError(f"the {kind} broker did not start; see {workdir / 'broker.log'}")
+        try:
+            wait_port(mqtt_port, 15)
+        except TimeoutError:
+            raise RuntimeError(f"the {kind} broker did not start; see {workdir / 'broker.log'}") from None
         base = [sys.executable, "-m", "cityeye"]
         for name in ("api", "edge"):
             log = (workdir / f"{name}.log").open("ab")
