@@ -114,7 +114,9 @@ def test_live_streams_zone_lot_and_camera_changes(tmp_path: Path) -> None:
         store: Store = app.state.store
         ops = Listener(f"{base}/v1/live?api_key={OP_KEY}")
         public = Listener(f"{base}/v1/parking/live")
+        # The feed counts a client when its stream starts, a moment before the client reads the headers.
         wait_for("two live clients", lambda: app.state.live.clients == 2)
+        wait_for("both response heads", lambda: None not in (ops.status, public.status))
         assert (ops.status, public.status) == (200, 200)
         assert httpx.get(f"{base}/v1/live").status_code == 401
 
