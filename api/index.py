@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json as json_module
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +25,12 @@ import numpy.typing as npt
 import shapely
 from shapely import STRtree
 
-from cityeye.api.geo import bounding_box, haversine_m
+from cityeye.api.geo import bounding_box, chord_distance_m, unit_vectors
 from cityeye.api.store import CameraRecord, Store, ZoneRecord, utcnow
 
 log = logging.getLogger(__name__)
 
+_JSON_BOOL = {False: "false", True: "true"}
 KIND_CODES = {"space": 0, "area": 1}
 MIN_REFRESH_S = 0.2
 VEHICLE_CODES = {None: 0, "car": 1, "motorcycle": 2}
@@ -90,18 +92,17 @@ class Snapshot:
     pos_uids: npt.NDArray[np.str_]
     pos_lat: npt.NDArray[np.float64]
     pos_lon: npt.NDArray[np.float64]
+    pos_xyz: npt.NDArray[np.float64]
+    """Unit vectors of the positions (:func:`unit_vectors`): distances without trigonometry."""
     pos_free: npt.NDArray[np.int64]
     pos_kind: npt.NDArray[np.int8]
     pos_vehicle: npt.NDArray[np.int8]
-    pos_last: npt.NDArray[np.float64]
-    """Epoch seconds of each zone's last update (the older of frame and arrival time)."""
-    pos_cam: npt.NDArray[np.int64]
+    pos_stale_at: npt.NDArray[np.float64]
+    """Epoch seconds from which each zone's figure is stale: its last update plus
+    ``stale_after_s``, or its camera's last message plus ``offline_after_s``, whichever comes
+    first (-inf: the camera said offline). Precomputed so a request compares one array."""
     pos_frag: list[str]
     """Each zone's JSON object without its closing brace: answers are joined, not re-encoded."""
-    cam_offline: npt.NDArray[np.bool_]
-    """Camera said offline (status or Last Will), by camera index."""
-    cam_heard: npt.NDArray[np.float64]
-    """Epoch seconds the centre last heard from the camera (NaN: never)."""
     tree: STRtree | None
     built_at: float = field(default_factory=time.monotonic)
 
@@ -113,6 +114,7 @@ class Snapshot:
         cameras: dict[tuple[str, str], CameraRecord],
         json: dict[str, dict[str, Any]],
         prev: Snapshot | None,
+        liveness: Liveness,
         frags: dict[str, str] | None = None,
     ) -> Snapshot:
         if frags is None:
@@ -121,8 +123,6 @@ class Snapshot:
         lat = np.fromiter((zones[u].lat for u in placed), dtype=np.float64, count=len(placed))
         lon = np.fromiter((zones[u].lon for u in placed), dtype=np.float64, count=len(placed))
         uids = np.array(placed, dtype=np.str_) if placed else np.array([], dtype=np.str_)
-        cam_keys = sorted(cameras)
-        cam_idx = {k: i for i, k in enumerate(cam_keys)}
         tree: STRtree | None
         if (
             prev is not None
@@ -141,6 +141,7 @@ class Snapshot:
             pos_uids=uids,
             pos_lat=lat,
             pos_lon=lon,
+            pos_xyz=unit_vectors(lat, lon).reshape(-1, 3),
             pos_free=np.fromiter((zones[u].free for u in placed), dtype=np.int64, count=len(placed)),
             pos_kind=np.fromiter(
                 (KIND_CODES.get(zones[u].kind, 9) for u in placed), dtype=np.int8, count=len(placed)
@@ -148,26 +149,8 @@ class Snapshot:
             pos_vehicle=np.fromiter(
                 (VEHICLE_CODES.get(zones[u].vehicle, 0) for u in placed), dtype=np.int8, count=len(placed)
             ),
-            pos_last=np.fromiter(
-                (zones[u].last_update.timestamp() for u in placed), dtype=np.float64, count=len(placed)
-            ),
-            pos_cam=np.fromiter(
-                (cam_idx.get((zones[u].site, zones[u].camera), -1) for u in placed),
-                dtype=np.int64,
-                count=len(placed),
-            ),
+            pos_stale_at=_stale_at(zones, cameras, placed, liveness),
             pos_frag=[frags[u] for u in placed],
-            cam_offline=np.array(
-                [cameras[k].status == "offline" for k in cam_keys] + [False], dtype=np.bool_
-            ),
-            cam_heard=np.array(
-                [
-                    np.nan if cameras[k].last_heard_at is None else cameras[k].last_heard_at.timestamp()  # type: ignore[union-attr]
-                    for k in cam_keys
-                ]
-                + [np.nan],
-                dtype=np.float64,
-            ),
             tree=tree,
         )
 
@@ -176,7 +159,6 @@ class Snapshot:
         lat: float,
         lon: float,
         radius_m: float,
-        liveness: Liveness,
         now: datetime,
         *,
         min_free: int = 1,
@@ -188,17 +170,11 @@ class Snapshot:
         idx, dist = self._nearby(lat, lon, radius_m, min_free, limit, kind, vehicle)
         if idx.size == 0:
             return '{"results":[]}'
-        t = now.timestamp()
-        cams = self.pos_cam[idx]  # -1 (unknown camera) reads the extra "never heard" slot
-        heard = self.cam_heard[cams]
-        stale = (
-            self.cam_offline[cams]
-            | (t - heard > liveness.offline_after_s)
-            | (t - self.pos_last[idx] > liveness.stale_after_s)
-        )
+        stale = self.pos_stale_at[idx] < now.timestamp()
+        frag = self.pos_frag
         parts = [
-            f'{self.pos_frag[i]},"stale":{"true" if st else "false"},"distance_m":{round(float(d), 1)!r}}}'
-            for i, st, d in zip(idx.tolist(), stale.tolist(), dist.tolist(), strict=True)
+            f'{frag[i]},"stale":{_JSON_BOOL[st]},"distance_m":{d!r}}}'
+            for i, st, d in zip(idx.tolist(), stale.tolist(), dist.round(1).tolist(), strict=True)
         ]
         return '{"results":[' + ",".join(parts) + "]}"
 
@@ -229,11 +205,12 @@ class Snapshot:
         idx = idx[keep]
         if idx.size == 0:
             return none
-        dist = haversine_m(lat, lon, self.pos_lat[idx], self.pos_lon[idx])
+        dist = chord_distance_m(self.pos_xyz[idx], lat, lon)
         inside = dist <= radius_m
         idx, dist = idx[inside], dist[inside]
-        # Nearest first; equal distances (zones of one lot share a centroid) by id.
-        order = np.lexsort((self.pos_uids[idx], dist))[:limit]
+        # Nearest first; equal distances (zones of one lot share a centroid) by id, which is the
+        # position order (``build`` sorts by uid), so ties sort on integers rather than strings.
+        order = np.lexsort((idx, dist))[:limit]
         return idx[order].astype(np.int64), dist[order]
 
     def nearby(
@@ -252,6 +229,26 @@ class Snapshot:
         return [(str(self.pos_uids[i]), float(d)) for i, d in zip(idx.tolist(), dist.tolist(), strict=True)]
 
 
+def _stale_at(
+    zones: dict[str, ZoneRecord],
+    cameras: dict[tuple[str, str], CameraRecord],
+    uids: list[str],
+    liveness: Liveness,
+) -> npt.NDArray[np.float64]:
+    out = np.empty(len(uids), dtype=np.float64)
+    for i, u in enumerate(uids):
+        z = zones[u]
+        t = z.last_update.timestamp() + liveness.stale_after_s
+        cam = cameras.get((z.site, z.camera))
+        if cam is not None:
+            if cam.status == "offline":
+                t = -math.inf
+            elif cam.last_heard_at is not None:
+                t = min(t, cam.last_heard_at.timestamp() + liveness.offline_after_s)
+        out[i] = t
+    return out
+
+
 def _frag(j: dict[str, Any]) -> str:
     return json_module.dumps(j, separators=(",", ":"))[:-1]
 
@@ -263,7 +260,7 @@ class ZoneIndex:
         self.store = store
         self.liveness = liveness
         self.refresh_s = refresh_s
-        self._snap = Snapshot.build(0, {}, {}, {}, None)
+        self._snap = Snapshot.build(0, {}, {}, {}, None, liveness)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -305,7 +302,7 @@ class ZoneIndex:
                 frags[z.uid] = _frag(json[z.uid])
             for u in json.keys() - frags.keys():
                 frags[u] = _frag(json[u])
-            new = Snapshot.build(ch.rev, zones, cameras, json, old, frags)
+            new = Snapshot.build(ch.rev, zones, cameras, json, old, self.liveness, frags)
             self._snap = new
         for listener in self.listeners:
             try:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cityeye.api.geo import EARTH_RADIUS_M, bounding_box, haversine_m
+from cityeye.api.geo import EARTH_RADIUS_M, bounding_box, chord_distance_m, haversine_m, unit_vectors
 
 
 def test_one_degree_of_latitude_is_111_2_km() -> None:
@@ -41,6 +41,20 @@ def test_vectorised_matches_scalar_and_is_symmetric() -> None:
     assert float(haversine_m(0, 0, 0, 180)) == pytest.approx(math.pi * EARTH_RADIUS_M)
     assert float(haversine_m(0, 0, 0, 0)) == 0.0
 
+
+
+@pytest.mark.parametrize(("lat", "lon"), [(16.0544, 108.2022), (89.9999, -20.0), (-0.5, 179.9999)])
+def test_chord_distance_agrees_with_haversine_from_a_metre_to_half_the_globe(lat: float, lon: float) -> None:
+    rng = np.random.default_rng(2)
+    # Street distances near the point (1 m .. 2 km), across a pole/the antimeridian, and far away.
+    near_lat = lat + rng.uniform(-0.01, 0.01, 200)
+    near_lon = lon + rng.uniform(-0.01, 0.01, 200)
+    plat = np.clip(np.concatenate([near_lat, [lat + 1e-5], rng.uniform(-90, 90, 50)]), -90, 90)
+    plon = (np.concatenate([near_lon, [lon], rng.uniform(-180, 180, 50)]) + 180) % 360 - 180
+    want = haversine_m(lat, lon, plat, plon)
+    got = chord_distance_m(unit_vectors(plat, plon), lat, lon)
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-3)
+    assert float(chord_distance_m(unit_vectors([lat], [lon]), lat, lon)[0]) < 1e-3
 
 def _circle_points(lat: float, lon: float, radius_m: float, n: int = 720) -> tuple[np.ndarray, np.ndarray]:
     """Points exactly on the circle (destination-point formula), to probe the box edges."""
