@@ -110,10 +110,22 @@ def letterbox(
         raise ValueError(f"out must be a float32 (1, 3, {input_hw[0]}, {input_hw[1]}) array, got {out.shape}")
     else:
         tensor = out
-    tensor.fill(np.float32(spec.pad_value) / divisor)
+    _fill_padding(tensor[0], geo, np.float32(spec.pad_value) / divisor)
     region = tensor[0, :, geo.top : geo.top + rh, geo.left : geo.left + rw]
     planes = cv2.split(resized)  # contiguous planes: the division then reads memory in order
     for ch in range(3):
         src = 2 - ch if spec.rgb else ch
         np.divide(planes[src], divisor, out=region[ch], casting="unsafe")
     return tensor, geo
+
+
+def _fill_padding(chw: npt.NDArray[np.float32], geo: Letterbox, value: np.float32) -> None:
+    """Pad value around the image region only: the region is overwritten anyway, and writing a
+    multi-megabyte tensor twice costs a tenth of a millisecond per frame right after inference,
+    when the tensor is no longer in cache."""
+    rh, rw = geo.resized_hw
+    top, left = geo.top, geo.left
+    chw[:, :top].fill(value)
+    chw[:, top + rh :].fill(value)
+    chw[:, top : top + rh, :left].fill(value)
+    chw[:, top : top + rh, left + rw :].fill(value)
