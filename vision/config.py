@@ -141,6 +141,12 @@ class ModelConfig(BaseModel):
     parallel_execution: bool = Field(
         default=False, description="onnxruntime parallel execution mode (rarely faster for CNNs)."
     )
+    stop_spinning: bool = Field(
+        default=True,
+        description="Stop onnxruntime's worker threads from busy-waiting once a run returns (they still "
+        "spin between the operators of a run). Frees the cores for decoding and pre/post-processing "
+        "between frames; false gives the library's default.",
+    )
     providers: list[str] = Field(
         default_factory=lambda: ["cpu"],
         description="Execution providers in order of preference: cpu, cuda, tensorrt, openvino (or full "

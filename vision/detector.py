@@ -190,6 +190,7 @@ class Detector:
                 inter_threads=cfg.inter_threads,
                 graph_optimization=cfg.graph_optimization,
                 parallel=cfg.parallel_execution,
+                stop_spinning=cfg.stop_spinning,
                 providers=tuple(cfg.providers),
             ),
         )
