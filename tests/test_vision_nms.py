@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cityeye.vision.nms import box_iou, nms
+from cityeye.vision.nms import _nms_blocks, _nms_opencv, box_iou, nms
 
 
 def _boxes(*rows: tuple[float, float, float, float]) -> np.ndarray:
@@ -107,3 +107,39 @@ def test_ios_and_groups_for_tile_merging() -> None:
     assert nms(boxes, scores, 0.6, cls, metric="ios", group=same_pass).tolist() == [1, 0]
     with pytest.raises(ValueError, match="metric"):
         nms(boxes, scores, 0.6, metric="giou")
+
+
+@pytest.mark.parametrize("n", [30, 400])
+def test_opencv_fast_path_equals_the_numpy_path(n: int) -> None:
+    """OpenCV's greedy NMS is used where its rules equal torchvision's; both paths must agree."""
+    rng = np.random.default_rng(7 + n)
+    xy = rng.uniform(-40, 300, (n, 2))  # negative coordinates too (boxes past the left/top edge)
+    wh = rng.uniform(2, 80, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.uniform(0.01, 1, n).astype(np.float32)
+    scores[::7] = scores[0]  # ties keep input order on both paths
+    for cls in (None, rng.integers(0, 80, n).astype(np.int32)):
+        for thr in (0.3, 0.45, 0.7):
+            fast = _nms_opencv(boxes, scores, thr, cls, 30000)
+            assert fast is not None
+            ref = _nms_blocks(boxes, scores, thr, cls, 10_000, 30000, box_iou, None)
+            assert (
+                fast.tolist()
+                == ref.tolist()
+                == _greedy(boxes, scores, np.zeros(n) if cls is None else cls, thr)
+            )
+
+
+def test_classes_stay_apart_with_negative_coordinates() -> None:
+    # Class 1's box starts left of 0: a shift of class * (max + 1) alone would slide it onto class 0's.
+    boxes = _boxes((-30, 0, 10, 10), (90, 0, 100, 10), (-30, 0, 10, 10))
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    assert nms(boxes, scores, 0.5, np.array([1, 0, 0], np.int32)).tolist() == [0, 1, 2]
+
+
+def test_cases_opencv_would_decide_differently_take_the_numpy_path() -> None:
+    boxes = _boxes((0, 0, 10, 10), (20, 0, 30, 10))
+    assert _nms_opencv(boxes, np.array([0.9, 0.0], np.float32), 0.5, None, 100) is None  # zero score
+    assert nms(boxes, np.array([0.9, 0.0], np.float32), 0.5).tolist() == [0, 1]
+    flat = _boxes((0, 0, 10, 10), (5, 5, 5, 9))
+    assert _nms_opencv(flat, np.array([0.9, 0.8], np.float32), 0.5, None, 100) is None  # zero area
