@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
@@ -132,6 +133,10 @@ class CameraOut(BaseModel):
     reconnects: int | None = Field(description="Stream reconnects since the worker started.")
     health: dict[str, Any] | None = Field(description="Last health report (frame counters, fps, errors).")
     health_at: datetime | None
+    snapshot_at: datetime | None = Field(
+        description="Frame time of the newest snapshot (GET /v1/cameras/{id}/snapshot); null: the camera "
+        "sends none (its `snapshot:` setting is off)."
+    )
 
 
 class CamerasResponse(BaseModel):
@@ -739,6 +744,39 @@ async def cameras(_who: Operator, index: IndexDep) -> Response:
     snap = index.snapshot
     now = utcnow()
     return _json({"cameras": [camera_json(snap.cameras[k], index, now) for k in sorted(snap.cameras)]})
+
+
+@operators.get(
+    "/cameras/{camera_id}/snapshot",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The newest frame the camera sent, as a JPEG."},
+        404: {"description": "Unknown camera id, or the camera sends no snapshots."},
+    },
+)
+def camera_snapshot(
+    _who: Operator,
+    store: StoreDep,
+    camera_id: Annotated[str, Path(max_length=257, description="'<site>:<camera>', as in GET /v1/cameras.")],
+) -> Response:
+    """The camera's latest snapshot (edge setting `snapshot:`), with its frame time."""
+    site, sep, camera = camera_id.partition(":")
+    snap = store.camera_snapshot(site, camera) if sep else None
+    if snap is None:
+        raise HTTPException(
+            404,
+            f"no snapshot of camera {camera_id!r}: ids are '<site>:<camera>' (GET /v1/cameras), and the "
+            "camera must have `snapshot:` set in its edge configuration",
+        )
+    return Response(
+        snap.jpeg,
+        media_type="image/jpeg",
+        headers={
+            "Cache-Control": "private, no-cache",
+            "Last-Modified": format_datetime(snap.observed_at, usegmt=True),
+            "X-Observed-At": iso(snap.observed_at) or "",
+        },
+    )
 
 
 @operators.get(

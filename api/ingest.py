@@ -28,7 +28,14 @@ from pydantic import ValidationError
 
 from cityeye.api.store import ApplyResult, Event, Store
 from cityeye.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
-from cityeye.events.schema import HealthEvent, OccupancyEvent, OverstayEvent, StatusEvent, TrafficEvent
+from cityeye.events.schema import (
+    HealthEvent,
+    OccupancyEvent,
+    OverstayEvent,
+    SnapshotEvent,
+    StatusEvent,
+    TrafficEvent,
+)
 from cityeye.events.topics import ROOT, Topic, TopicKind, parse_topic
 
 log = logging.getLogger(__name__)
@@ -36,15 +43,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPIC_FILTER = f"{ROOT}/+/+/+"
 """Every site, camera and kind."""
 
-SCHEMAS: dict[
-    TopicKind,
-    type[OccupancyEvent] | type[StatusEvent] | type[HealthEvent] | type[TrafficEvent] | type[OverstayEvent],
-] = {
+SCHEMAS: dict[TopicKind, type[Event]] = {
     TopicKind.OCCUPANCY: OccupancyEvent,
     TopicKind.STATUS: StatusEvent,
     TopicKind.HEALTH: HealthEvent,
     TopicKind.TRAFFIC: TrafficEvent,
     TopicKind.OVERSTAY: OverstayEvent,
+    TopicKind.SNAPSHOT: SnapshotEvent,
 }
 
 REJECT_LOG_INTERVAL_S = 10.0

@@ -208,4 +208,5 @@ def camera_json(cam: Any, index: ZoneIndex, now: Any) -> dict[str, Any]:
         "reconnects": health.get("reconnects"),
         "health": cam.health,
         "health_at": iso(cam.health_at),
+        "snapshot_at": iso(cam.snapshot_at),
     }

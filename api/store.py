@@ -37,6 +37,7 @@ from sqlalchemy import (
     Double,
     Engine,
     Index,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -66,6 +67,7 @@ from cityeye.events.schema import (
     HealthEvent,
     OccupancyEvent,
     OverstayEvent,
+    SnapshotEvent,
     SpaceState,
     StatusEvent,
     TrafficEvent,
@@ -73,7 +75,7 @@ from cityeye.events.schema import (
 
 log = logging.getLogger(__name__)
 
-Event = OccupancyEvent | StatusEvent | HealthEvent | TrafficEvent | OverstayEvent
+Event = OccupancyEvent | StatusEvent | HealthEvent | TrafficEvent | OverstayEvent | SnapshotEvent
 """Every event kind the store understands."""
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -233,6 +235,22 @@ class CameraRow(Base):
         UtcDateTime, doc="Arrival time of the newest event from the camera (our clock, for silence)."
     )
     rev: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
+    snapshot_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, doc="Frame time of the newest snapshot in camera_snapshots (None: never sent one)."
+    )
+
+
+class CameraSnapshotRow(Base):
+    """The newest snapshot JPEG of each camera (one row per camera, replaced by newer frames)."""
+
+    __tablename__ = "camera_snapshots"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    camera: Mapped[str] = mapped_column(String(128), primary_key=True)
+    observed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    width: Mapped[int]
+    height: Mapped[int]
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SeenEventRow(Base):
@@ -338,6 +356,15 @@ class CameraRecord:
     health: dict[str, Any] | None
     health_at: datetime | None
     last_heard_at: datetime | None
+    snapshot_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSnapshot:
+    observed_at: datetime
+    width: int
+    height: int
+    jpeg: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,6 +481,7 @@ def _camera_record(r: CameraRow) -> CameraRecord:
         health=r.health,
         health_at=r.health_at,
         last_heard_at=r.last_heard_at,
+        snapshot_at=r.snapshot_at,
     )
 
 
@@ -626,6 +654,9 @@ class Store:
             for event in events:
                 if isinstance(event, TrafficEvent):
                     out.append(self._apply_traffic(s, event, now, rev, batch))
+                    continue
+                if isinstance(event, SnapshotEvent):  # latest wins: no event id to remember
+                    out.append(self._apply_snapshot(s, event, now, rev))
                     continue
                 if event.event_id in known:
                     out.append(ApplyResult.DUPLICATE)
@@ -832,6 +863,29 @@ class Store:
         cam.status_at = ev.observed_at
         if ev.status != CameraStatus.OFFLINE:  # the will speaks for a camera that is gone
             self._seen(cam, ev.observed_at, now)
+
+    def _apply_snapshot(self, s: Session, ev: SnapshotEvent, now: datetime, rev: int) -> ApplyResult:
+        """Keep the newest frame per camera; an older or repeated one (a replayed retained copy)
+        changes nothing."""
+        row = s.get(CameraSnapshotRow, (ev.site, ev.camera))
+        if row is not None and ev.observed_at <= row.observed_at:
+            return ApplyResult.DUPLICATE
+        if row is None:
+            row = CameraSnapshotRow(site=ev.site, camera=ev.camera)
+            s.add(row)
+        row.observed_at, row.width, row.height, row.jpeg = ev.observed_at, ev.width, ev.height, ev.jpeg_bytes
+        cam = self._camera(s, ev.site, ev.camera, now, rev)
+        cam.snapshot_at = ev.observed_at
+        self._seen(cam, ev.observed_at, now)
+        return ApplyResult.APPLIED
+
+    def camera_snapshot(self, site: str, camera: str) -> CameraSnapshot | None:
+        """The newest snapshot of a camera, or None if it never sent one."""
+        with self._read() as s:
+            row = s.get(CameraSnapshotRow, (site, camera))
+            if row is None:
+                return None
+            return CameraSnapshot(row.observed_at, row.width, row.height, bytes(row.jpeg))
 
     def _apply_health(self, s: Session, ev: HealthEvent, now: datetime, rev: int) -> None:
         cam = self._camera(s, ev.site, ev.camera, now, rev)

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cityeye.api.config import ApiConfig
-from cityeye.edge.config import EdgeConfig
+from cityeye.edge.config import EdgeConfig, SnapshotConfig
 from cityeye.events.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, MqttConfig
 from cityeye.streams.config import StreamConfig
 from cityeye.vision.config import ModelConfig
@@ -65,6 +65,11 @@ class CameraConfig(StreamConfig):
     lot: str | None = Field(default=None, description="Default lot id for zones that name none.")
     parking: ParkingConfig = Field(default_factory=ParkingConfig, description="Parking decision settings.")
     traffic: TrafficConfig = Field(default_factory=TrafficConfig, description="Traffic counting settings.")
+    snapshot: SnapshotConfig | None = Field(
+        default=None,
+        description="Send the latest frame as a small JPEG (retained, outside the spool) for the operator "
+        "dashboard; null = off.",
+    )
     _site_model: ModelConfig | None = PrivateAttr(default=None)
 
     @property

@@ -27,3 +27,22 @@ class EdgeConfig(BaseModel):
         description="Most frames (of different cameras) given to the detector in one call; default: the "
         "model's batch (model.batch).",
     )
+
+
+class SnapshotConfig(BaseModel):
+    """A camera's latest frame for the operator dashboard (a camera's `snapshot:` key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds (frame time) between snapshots; the first frame is always sent.",
+    )
+    width: int = Field(
+        default=640,
+        ge=64,
+        le=3840,
+        description="Width of the JPEG in pixels (never upscaled); height follows.",
+    )
+    quality: int = Field(default=70, ge=10, le=100, description="JPEG quality (OpenCV's 0-100 scale).")

@@ -40,7 +40,7 @@ from prometheus_client import Gauge
 from cityeye.config import MqttConfig
 from cityeye.edge.spool import Spool, SpoolError, SpoolStats, spool_file
 from cityeye.events.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME
-from cityeye.events.schema import AnyEvent, CameraStatus, HealthEvent, StatusEvent
+from cityeye.events.schema import AnyEvent, CameraStatus, HealthEvent, SnapshotEvent, StatusEvent
 from cityeye.events.topics import Topic, TopicKind, topic_for
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,9 @@ class CameraPublisher:
         self._status: tuple[CameraStatus, str | None] | None = None
         self._status_lock = threading.Lock()
         self._connects = 0
+        self.snapshots_sent = 0
+        self.snapshots_skipped = 0
+        """Snapshots not sent because the broker was unreachable (they are never queued)."""
         self._stopping = threading.Event()
         self._closed = False
         self._sender = threading.Thread(target=self._send_loop, name=f"mqtt-send-{camera}", daemon=True)
@@ -431,6 +434,21 @@ class CameraPublisher:
             return None
         self._wake.set()
         return seq
+
+    def publish_latest(self, event: SnapshotEvent) -> bool:
+        """Send now or never (QoS 0, retained), outside the spool: only the newest snapshot matters,
+        and a broker outage must not fill the spool with frames nobody will look at."""
+        if not self.connected.is_set():
+            self.snapshots_skipped += 1
+            return False
+        info = self.client.publish(
+            self._topic(TopicKind.SNAPSHOT), event.model_dump_json(), qos=0, retain=True
+        )
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.snapshots_skipped += 1
+            return False
+        self.snapshots_sent += 1
+        return True
 
     def publish_status(self, status: CameraStatus, detail: str | None = None) -> int | None:
         # Under the lock, so the spool's order of statuses is the order of `_status` updates and

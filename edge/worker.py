@@ -15,19 +15,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
 from cityeye.config import CameraConfig, SiteConfig
 from cityeye.edge.analysers import EventContext, make_analyser
+from cityeye.edge.config import SnapshotConfig
 from cityeye.edge.metrics import CameraMetrics, DetectorMetrics, MetricsServer, WorkerCollector
 from cityeye.edge.publisher import CameraPublisher
 from cityeye.edge.scheduler import FairScheduler
-from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent
+from cityeye.events.schema import CameraHealth, CameraStatus, HealthEvent, SnapshotEvent
 from cityeye.streams.frame import Frame
 from cityeye.streams.sources import FrameSource, SourceError, open_source
 from cityeye.streams.supervisor import Backoff, StateChange, StreamState, StreamSupervisor
@@ -65,6 +67,29 @@ class CameraStats:
     """(time, frames analysed) at the previous health report: fps is measured over the last window."""
 
 
+def snapshot_event(
+    frame: Frame, cfg: SnapshotConfig, site: str, next_id: Callable[[str], str]
+) -> SnapshotEvent:
+    """The frame as a JPEG no wider than ``cfg.width`` (INTER_AREA: no aliasing when shrinking)."""
+    img = frame.image
+    h, w = img.shape[:2]
+    if w > cfg.width:
+        h, w = max(1, round(h * cfg.width / w)), cfg.width
+        img = np.asarray(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, cfg.quality])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {w}x{h} frame of camera {frame.camera_id} as JPEG")
+    return SnapshotEvent.of(
+        buf.tobytes(),
+        site=site,
+        camera=frame.camera_id,
+        event_id=next_id("snapshot"),
+        observed_at=frame.timestamp,
+        width=w,
+        height=h,
+    )
+
+
 class CameraWorker:
     """One camera: its supervisor, its analyser and its MQTT publisher."""
 
@@ -88,6 +113,7 @@ class CameraWorker:
         self.supervisor: StreamSupervisor | None = None
         self.startup_error: str | None = None
         self._last_error_log = 0.0
+        self._snapshot_at: datetime | None = None
         offline = not cam.realtime and "://" not in cam.source  # a file analysed as fast as it decodes
         scheduler.add_camera(cam.id, cam.queue_size, lossless=offline)
 
@@ -143,6 +169,17 @@ class CameraWorker:
             return
         for event in events:
             self.publisher.publish(event)
+        snap = self.cam.snapshot
+        if snap is not None and (
+            self._snapshot_at is None or (frame.timestamp - self._snapshot_at).total_seconds() >= snap.every_s
+        ):
+            self._snapshot_at = frame.timestamp
+            try:
+                self.publisher.publish_latest(
+                    snapshot_event(frame, snap, self.site, self.publisher.next_event_id)
+                )
+            except Exception as exc:  # an odd frame must not stop the analysis
+                self._analysis_failed(exc)
 
     def _analysis_failed(self, exc: Exception) -> None:
         self.stats.error = f"analysis failed: {type(exc).__name__}: {exc}"

@@ -7,12 +7,14 @@ so a typo on the edge becomes a counted rejection at the centre instead of silen
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -92,8 +94,10 @@ class AreaState(_ZoneBase):
     cars: int | None = Field(default=None, ge=0, description="Cars, buses and trucks among `vehicles`.")
     motorcycles: int | None = Field(default=None, ge=0, description="Motorcycles and bicycles among them.")
     used: float | None = Field(
-        default=None, ge=0, description="Places in use in the capacity's unit (car places; motorcycle "
-        "places where `vehicle` is motorcycle), a two-wheeler counting 1/k of a car place; None: `vehicles`."
+        default=None,
+        ge=0,
+        description="Places in use in the capacity's unit (car places; motorcycle "
+        "places where `vehicle` is motorcycle), a two-wheeler counting 1/k of a car place; None: `vehicles`.",
     )
 
     @property
@@ -195,5 +199,44 @@ class OverstayEvent(_Event):
     limit_s: float = Field(gt=0, description="The space's dwell limit in seconds.")
 
 
-AnyEvent = StatusEvent | OccupancyEvent | HealthEvent | TrafficEvent | OverstayEvent
+MAX_SNAPSHOT_BYTES = 1_000_000
+"""Largest JPEG a snapshot may carry (a 1280-wide frame at quality 80 is ~0.2 MB)."""
+
+
+class SnapshotEvent(_Event):
+    """The camera's latest frame as a small JPEG, retained on ``.../snapshot`` (operators' view).
+
+    Only the newest matters, so the edge sends it outside the store-and-forward spool (QoS 0,
+    retained) and the centre keeps one per camera.
+    """
+
+    kind: Literal["snapshot"] = "snapshot"
+    width: int = Field(gt=0, le=8192, description="JPEG width in pixels.")
+    height: int = Field(gt=0, le=8192, description="JPEG height in pixels.")
+    jpeg: str = Field(
+        max_length=MAX_SNAPSHOT_BYTES * 4 // 3 + 4,
+        description=f"The JPEG file in standard, padded base64 (at most {MAX_SNAPSHOT_BYTES} bytes decoded).",
+    )
+
+    @field_validator("jpeg")
+    @classmethod
+    def _is_a_jpeg(cls, v: str) -> str:
+        try:
+            data = base64.b64decode(v, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"jpeg is not valid base64 ({exc})") from None
+        if data[:3] != b"\xff\xd8\xff":
+            raise ValueError("jpeg does not hold a JPEG file (it must start with the bytes FF D8 FF)")
+        return v
+
+    @property
+    def jpeg_bytes(self) -> bytes:
+        return base64.b64decode(self.jpeg)
+
+    @classmethod
+    def of(cls, jpeg: bytes, **fields: object) -> SnapshotEvent:
+        return cls.model_validate({**fields, "jpeg": base64.b64encode(jpeg).decode("ascii")})
+
+
+AnyEvent = StatusEvent | OccupancyEvent | HealthEvent | TrafficEvent | OverstayEvent | SnapshotEvent
 """Every payload an edge worker publishes."""

@@ -1,8 +1,9 @@
 """The MQTT topic tree, in one place (documented in the README).
 
 ``cityeye/v1/<site>/<camera>/<kind>`` where kind is ``status`` (retained, Last Will),
-``occupancy`` (retained snapshot), ``health``, ``traffic`` (line counts) and ``overstay`` (a space
-occupied past its dwell limit, once per stay).
+``occupancy`` (retained snapshot), ``health``, ``traffic`` (line counts), ``overstay`` (a space
+occupied past its dwell limit, once per stay) and ``snapshot`` (retained: the camera's latest frame
+as a JPEG, when the camera is configured to send one).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ class TopicKind(StrEnum):
     HEALTH = "health"
     TRAFFIC = "traffic"
     OVERSTAY = "overstay"
+    SNAPSHOT = "snapshot"
 
 
-RETAINED = frozenset({TopicKind.STATUS, TopicKind.OCCUPANCY})
+RETAINED = frozenset({TopicKind.STATUS, TopicKind.OCCUPANCY, TopicKind.SNAPSHOT})
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 import yaml
 
@@ -69,6 +71,7 @@ def site(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[Path, str, Path]]:
                 "zones": str(zones),
                 "calibration": str(tmp_path / "cal.json"),
                 "lot": "ufpr05",
+                "snapshot": {"every_s": 0.1, "width": 640},
             }
         ],
         "api": {"host": "127.0.0.1", "port": api_port, "database_url": f"sqlite:///{tmp_path / 'e2e.db'}"},
@@ -171,3 +174,16 @@ def test_camera_to_driver_lookup(site: tuple[Path, str, Path], tmp_path: Path) -
     ):
         assert time.monotonic() < deadline, "zones not stale after the camera went offline"
         time.sleep(0.2)
+
+    # Every frame was also sent as a snapshot (QoS 0, retained); the API keeps the newest for operators.
+    cams = httpx.get(f"{base}/v1/cameras").json()["cameras"]
+    assert [c["id"] for c in cams] == ["e2e:ufpr05"] and cams[0]["snapshot_at"] is not None
+    snap = httpx.get(f"{base}/v1/cameras/e2e:ufpr05/snapshot")
+    assert snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (360, 640, 3)
+    last = cv2.resize(
+        cv2.imread(str(tmp_path / "frames" / FRAMES[-1])), (640, 360), interpolation=cv2.INTER_AREA
+    )
+    assert float(np.abs(img.astype(np.float32) - last).mean()) < 4.0  # the last frame, up to JPEG loss
+    assert httpx.get(f"{base}/v1/cameras/e2e:nope/snapshot").status_code == 404
