@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cityeye.edge.config import SnapshotConfig
+from cityeye.edge.worker import snapshot_event
 from cityeye.events.schema import (
     AreaState,
     CameraStatus,
@@ -34,6 +38,7 @@ from cityeye.events.schema import (
     StatusEvent,
 )
 from cityeye.events.topics import TopicKind, topic_for
+from cityeye.streams.frame import Frame
 from tests.conftest import REPO, Broker
 from tests.conftest import wait_for as wait_until
 
@@ -292,6 +297,15 @@ class Edge:
                 site=SITE, camera=self.camera, event_id=self._id("occupancy"), observed_at=now(), zones=zones
             )
         )
+
+    def snapshot(self, image: npt.NDArray[np.uint8]) -> None:
+        """The frame as the edge sends it: its own encoder, QoS 0 and retained, outside any spool."""
+        frame = Frame(camera_id=self.camera, index=self.seq, timestamp=now(), image=image)
+        ev = snapshot_event(frame, SnapshotConfig(), SITE, self._id)
+        info = self.client.publish(
+            topic_for(SITE, self.camera, TopicKind.SNAPSHOT), ev.model_dump_json(), qos=0, retain=True
+        )
+        info.wait_for_publish(timeout=5)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from cityeye.events.schema import AreaState, CameraStatus, LineCounts, SpaceState, TrafficEvent
@@ -93,6 +94,19 @@ def test_zone_turns_occupied_live_without_reload(
     # The history chart of the selected zone has the two snapshots' minute.
     expect(page.locator("#history-chart .uplot")).to_have_count(1)
     tab.shot("operator-after")
+
+    # The edge sends snapshots (camera setting `snapshot:`): the row shows the newest, live.
+    thumb = cams.locator("img.camera-thumb")
+    expect(thumb).to_have_count(0)
+    cam.snapshot(np.full((180, 320, 3), (40, 40, 220), np.uint8))
+    expect(thumb).to_have_count(1, timeout=10_000)
+    expect(thumb).to_have_attribute("alt", f"Latest snapshot of {CAM}")
+    wait_until("the first snapshot drawn", lambda: thumb.evaluate("i => i.complete && i.naturalWidth") == 320)
+    first = thumb.get_attribute("data-snapshot-at")
+    cam.snapshot(np.full((144, 256, 3), (220, 120, 40), np.uint8))
+    wait_until("the newer snapshot drawn", lambda: thumb.evaluate("i => i.complete && i.naturalWidth") == 256)
+    assert thumb.get_attribute("data-snapshot-at") != first
+    tab.shot("operator-snapshot")
 
     # The camera dies: its Last Will arrives as `offline` and the row says so, live.
     cam.status(CameraStatus.OFFLINE, detail="connection lost (Last Will)")

@@ -8,6 +8,7 @@ export const PATHS = {
   lots: "/v1/parking/lots",
   history: "/v1/parking/zones/{id}/history",
   cameras: "/v1/cameras",
+  cameraSnapshot: "/v1/cameras/{id}/snapshot",
   traffic: "/v1/traffic/counts",
   live: "/v1/live",
 };
@@ -79,6 +80,16 @@ export async function getJson(path, params = {}, { auth = false, signal } = {}) 
     Object.defineProperty(body, "cachedAt", { value: new Date(cachedAt), enumerable: false });
   }
   return body;
+}
+
+/** An image behind the operator key as an object URL (an <img> cannot send a header); revoke it when replaced. */
+export async function imageUrl(path) {
+  const headers = { Accept: "image/*" };
+  const key = apiKey.get();
+  if (key) headers[KEY_HEADER] = key;
+  const res = await fetch(url(path), { headers, cache: "no-store" });
+  if (!res.ok) throw new ApiError(res.status, `${res.status} ${res.statusText}`);
+  return URL.createObjectURL(await res.blob());
 }
 
 /** Download with the operator key (a plain link cannot send a header). */

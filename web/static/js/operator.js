@@ -7,7 +7,7 @@
 
 /* global L, uPlot */
 
-import { ApiError, PATHS, apiKey, download, fetchConfig, getJson, occupancyClass, parseTime, url, zonePath } from "./api.js";
+import { ApiError, PATHS, apiKey, download, fetchConfig, getJson, imageUrl, occupancyClass, parseTime, url, zonePath } from "./api.js";
 import { h, setStatus, startPage } from "./common.js";
 import { formatAgo, formatDuration, formatNumber, formatTime, lang, onLangChange, t, tn } from "./i18n.js";
 import { createMap, zoneStyle } from "./mapview.js";
@@ -169,7 +169,7 @@ function newer(next, cur, fields) {
   return when(next) >= when(cur);
 }
 const ZONE_TIME = ["updated_at"];
-const CAMERA_TIME = ["status_at", "last_heard_at", "health_at"];
+const CAMERA_TIME = ["status_at", "last_heard_at", "health_at", "snapshot_at"];
 
 /** One zone's new state, from the full load or a live `zone` event; its map mark is made once. */
 function upsertZone(p, geometry, { render = true } = {}) {
@@ -460,7 +460,13 @@ async function loadCameras() {
     seen.add(id);
     if (newer(c, cameras.get(id), CAMERA_TIME)) cameras.set(id, c);
   }
-  for (const id of [...cameras.keys()]) if (!seen.has(id)) cameras.delete(id);
+  for (const id of [...cameras.keys()]) {
+    if (seen.has(id)) continue;
+    cameras.delete(id);
+    const s = snapshots.get(id);
+    if (s?.url) URL.revokeObjectURL(s.url);
+    snapshots.delete(id);
+  }
   setStatus(els["cams-status"], "");
   renderCameras();
 }
@@ -487,6 +493,47 @@ function cameraStatus(c) {
   return c.status ?? "unknown";
 }
 
+/**
+ * Each camera's latest snapshot (edge setting `snapshot:`), fetched with the key as a blob because an
+ * <img> cannot send one. Fetched again only when the camera's `snapshot_at` moves on.
+ */
+const snapshots = new Map(); // camera id -> { at, url, loading }
+
+let camerasQueued = false;
+function scheduleRenderCameras() {
+  if (camerasQueued) return;
+  camerasQueued = true;
+  requestAnimationFrame(() => { camerasQueued = false; renderCameras(); });
+}
+
+function snapshotImage(c) {
+  const id = c.id ?? `${c.site}:${c.camera}`;
+  if (!c.snapshot_at) return null;
+  let s = snapshots.get(id);
+  if (!s || (s.at !== c.snapshot_at && !s.loading)) {
+    const old = s;
+    s = { at: c.snapshot_at, url: old?.url ?? null, loading: true };
+    snapshots.set(id, s);
+    imageUrl(zonePath(PATHS.cameraSnapshot, id))
+      .then((u) => {
+        if (old?.url) URL.revokeObjectURL(old.url);
+        s.url = u;
+        scheduleRenderCameras();
+      })
+      .catch(() => { /* the next camera update tries again */ s.at = null; })
+      .finally(() => { s.loading = false; });
+  }
+  if (!s.url) return null;
+  const at = parseTime(c.snapshot_at);
+  return h("img", {
+    src: s.url,
+    alt: t("cams.snapshot", { cam: c.camera }),
+    title: at ? formatTime(at) : "",
+    class: "camera-thumb",
+    dataset: { snapshotAt: c.snapshot_at },
+  });
+}
+
 function renderCameras() {
   const tbody = els.cams.tBodies[0];
   if (!cameras.size) {
@@ -500,9 +547,7 @@ function renderCameras() {
     const hl = c.health ?? {};
     const fps = c.fps ?? hl.fps;
     const reconnects = c.reconnects ?? hl.reconnects;
-    const snapshot = c.snapshot_url
-      ? h("img", { src: c.snapshot_url, alt: t("cams.snapshot", { cam: c.camera }), class: "camera-thumb", loading: "lazy" })
-      : null;
+    const snapshot = snapshotImage(c);
     const known = t(`status.${status}`) !== `status.${status}`;
     return h("tr", { dataset: { camera: c.id ?? `${c.site}:${c.camera}`, status } },
       h("th", { scope: "row" }, c.camera, h("div", { class: "muted small" }, c.site), snapshot),
