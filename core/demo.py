@@ -59,6 +59,7 @@ def demo_config(
         "interval_s": interval_s,
         "loop": True,
         "lot": "pucpr-demo",
+        "snapshot": {"every_s": 30.0},  # the operator page shows the camera's view
     }
     if Path(source).resolve() == (SAMPLE / "frames").resolve():
         camera["zones"] = str(SAMPLE / "zones.geojson")
