@@ -76,8 +76,11 @@ class Tally:
         scored = self.tp + self.fp + self.fn + self.tn
         precision = self.tp / (self.tp + self.fp) if self.tp + self.fp else None
         recall = self.tp / (self.tp + self.fn) if self.tp + self.fn else None
-        f1 = (2 * precision * recall / (precision + recall)
-              if precision is not None and recall is not None and precision + recall else None)
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if precision is not None and recall is not None and precision + recall
+            else None
+        )
         out: dict[str, Any] = {
             "frames": self.frames,
             "spaces_scored": scored,
@@ -157,27 +160,50 @@ def summarise(name: str, per: dict[str, Tally], extra: dict[str, Any]) -> dict[s
         "method": name,
         **extra,
         "folders": {f: t.as_dict() for f, t in per.items()},
-        "overall": {**overall.as_dict(errors=False),
-                    "mean_folder_accuracy": round(float(np.mean(accs)), 4) if accs else None},
+        "overall": {
+            **overall.as_dict(errors=False),
+            "mean_folder_accuracy": round(float(np.mean(accs)), 4) if accs else None,
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     defaults = ParkingConfig()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("data", nargs="?", type=Path, default=SHARED / "data" / "parking",
-                    help="folder of PKLot folders (frames + XML), or one such folder")
+    ap.add_argument(
+        "data",
+        nargs="?",
+        type=Path,
+        default=SHARED / "data" / "parking",
+        help="folder of PKLot folders (frames + XML), or one such folder",
+    )
     ap.add_argument("--model", help="ONNX detector (default: the shipped model)")
-    ap.add_argument("--confidence", type=float, nargs="+", default=[defaults.confidence],
-                    help=f"detection cut(s) to compare (default {defaults.confidence})")
-    ap.add_argument("--tiles", type=float, nargs="*", default=defaults.tiles,
-                    help=f"tiling passes as bay sizes in model pixels (default {defaults.tiles}; none = "
-                         "whole frame)")
-    ap.add_argument("--exposure-target", type=float, default=defaults.exposure_target,
-                    help="brighten darker tiles to this median grey "
-                         f"(default {defaults.exposure_target}; 0 = never)")
-    ap.add_argument("--rule", action="append", type=OccupancyRule.parse,
-                    help=f"rule(s) to compare (repeat; default {defaults.rule})")
+    ap.add_argument(
+        "--confidence",
+        type=float,
+        nargs="+",
+        default=[defaults.confidence],
+        help=f"detection cut(s) to compare (default {defaults.confidence})",
+    )
+    ap.add_argument(
+        "--tiles",
+        type=float,
+        nargs="*",
+        default=defaults.tiles,
+        help=f"tiling passes as bay sizes in model pixels (default {defaults.tiles}; none = whole frame)",
+    )
+    ap.add_argument(
+        "--exposure-target",
+        type=float,
+        default=defaults.exposure_target,
+        help=f"brighten darker tiles to this median grey (default {defaults.exposure_target}; 0 = never)",
+    )
+    ap.add_argument(
+        "--rule",
+        action="append",
+        type=OccupancyRule.parse,
+        help=f"rule(s) to compare (repeat; default {defaults.rule})",
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip Ultralytics' centre rule")
     args = ap.parse_args(argv)
     rules: list[OccupancyRule] = args.rule or [OccupancyRule.parse(defaults.rule)]
@@ -204,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         if raw is None:
             raise SystemExit(f"{fr.image}: cannot be read as an image")
         image: npt.NDArray[np.uint8] = np.asarray(raw, dtype=np.uint8)
-        tiler = ZoneDetector(detector, fr.zones, args.tiles, confidence=cuts[0],
-                             exposure_target=args.exposure_target or None)
+        tiler = ZoneDetector(
+            detector, fr.zones, args.tiles, confidence=cuts[0], exposure_target=args.exposure_target or None
+        )
         runs.setdefault(fr.folder, []).append(tiler.plan(image.shape[:2]).runs)
         for _ in range(2):
             t_bare = time.perf_counter()
@@ -238,28 +265,52 @@ def main(argv: list[str] | None = None) -> int:
     folders = sorted({fr.folder for fr in todo})
     bare_ms = statistics.median(bare)
     speed = {
-        f: {"runs_per_frame": statistics.median(runs[f]),
-            "ceiling_ms_per_frame": round(statistics.median(runs[f]) * bare_ms, 1)}
+        f: {
+            "runs_per_frame": statistics.median(runs[f]),
+            "ceiling_ms_per_frame": round(statistics.median(runs[f]) * bare_ms, 1),
+        }
         for f in folders
     }
     results = []
     for cut in cuts:
         for rule in rules:
             per = {f: tallies[(cut, str(rule), f)] for f in folders}
-            results.append(summarise("cityeye", per, {"rule": str(rule), "confidence": cut,
-                                                      "tiles": list(args.tiles),
-                                                      "exposure_target": args.exposure_target or None}))
+            results.append(
+                summarise(
+                    "cityeye",
+                    per,
+                    {
+                        "rule": str(rule),
+                        "confidence": cut,
+                        "tiles": list(args.tiles),
+                        "exposure_target": args.exposure_target or None,
+                    },
+                )
+            )
     if base:
-        results.append(summarise("ultralytics_centre", {f: base[f] for f in folders},
-                                 {"rule": "box centre in polygon, any class",
-                                  "confidence": ULTRALYTICS_CONFIDENCE, "tiles": []}))
-    print(json.dumps({
-        "model": str(detector.path),
-        "input": list(detector.input_size),
-        "bare_session_run_ms": round(bare_ms, 1),
-        "speed": speed,
-        "results": results,
-    }, indent=1))
+        results.append(
+            summarise(
+                "ultralytics_centre",
+                {f: base[f] for f in folders},
+                {
+                    "rule": "box centre in polygon, any class",
+                    "confidence": ULTRALYTICS_CONFIDENCE,
+                    "tiles": [],
+                },
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "model": str(detector.path),
+                "input": list(detector.input_size),
+                "bare_session_run_ms": round(bare_ms, 1),
+                "speed": speed,
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

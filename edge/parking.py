@@ -129,8 +129,9 @@ class ParkingAnalyser:
             if raw is None:
                 continue
             if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
-                raise ValueError(f"zone {z.id!r}: properties.max_dwell_s {raw!r} must be a positive number "
-                                 "of seconds")
+                raise ValueError(
+                    f"zone {z.id!r}: properties.max_dwell_s {raw!r} must be a positive number of seconds"
+                )
             out[z.id] = float(raw)
         return out
 
@@ -143,13 +144,22 @@ class ParkingAnalyser:
         try:
             self.filter.load(spaces)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("camera %s: parking state %s not usable (%s); starting fresh",
-                        self.ctx.camera, self.state_file, exc)
+            log.warning(
+                "camera %s: parking state %s not usable (%s); starting fresh",
+                self.ctx.camera,
+                self.state_file,
+                exc,
+            )
             self.filter.tracks = {}
             return
         dropped = self.filter.retain(self.judge.zones[k].id for k in self.spaces)
-        log.info("camera %s: restored %d space state(s) from %s%s", self.ctx.camera, len(self.filter.tracks),
-                 self.state_file, f" ({dropped} no longer in the zones file)" if dropped else "")
+        log.info(
+            "camera %s: restored %d space state(s) from %s%s",
+            self.ctx.camera,
+            len(self.filter.tracks),
+            self.state_file,
+            f" ({dropped} no longer in the zones file)" if dropped else "",
+        )
         self._saved = self.filter.to_json()
 
     def _persist(self, now: datetime, force: bool = False) -> None:
@@ -162,8 +172,9 @@ class ParkingAnalyser:
             save_state(self.state_file, data, now, site=self.ctx.site, camera=self.ctx.camera)
             self._saved = data
         except OSError as exc:  # a full or read-only disk must not stop the camera
-            log.warning("camera %s: cannot save parking state to %s: %s", self.ctx.camera, self.state_file,
-                        exc)
+            log.warning(
+                "camera %s: cannot save parking state to %s: %s", self.ctx.camera, self.state_file, exc
+            )
 
     # -- Analyser protocol ----------------------------------------------------------------------
     def _motion_of(self, frame: Frame) -> Motion:
@@ -187,8 +198,9 @@ class ParkingAnalyser:
         """Built on first use, so a camera that never analyses never loads a model."""
         if self.tiler is None:
             det = self._detector or own_detector(self._model)
-            self.tiler = ZoneDetector(det, self.zones, self.cfg.tiles, self.cfg.confidence,
-                                      exposure_target=self.cfg.exposure_target)
+            self.tiler = ZoneDetector(
+                det, self.zones, self.cfg.tiles, self.cfg.confidence, exposure_target=self.cfg.exposure_target
+            )
         return self.tiler
 
     def needs_detection(self, frame: Frame) -> bool:
@@ -223,8 +235,9 @@ class ParkingAnalyser:
         obs = self.judge.observe(detections)
         occluded = (motion.zone_changed >= self.cfg.occlusion_motion) & self.temporal
         for k in self.spaces:
-            self.filter.update(self.judge.zones[k].id, now, bool(obs.occupied[k]), bool(occluded[k]),
-                               float(obs.score[k]))
+            self.filter.update(
+                self.judge.zones[k].id, now, bool(obs.occupied[k]), bool(occluded[k]), float(obs.score[k])
+            )
         self.motion.mark_analysed()
         self._last_analysed = now
         self._last_obs = obs

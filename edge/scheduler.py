@@ -57,9 +57,11 @@ class FairScheduler:
             if lane is not None and lane.lossless:
                 waiting: _Lane = lane
                 self._cond.wait_for(
-                    lambda: self._closed
-                    or self._lanes.get(frame.camera_id) is not waiting
-                    or len(waiting.queue) < (waiting.queue.maxlen or 1)
+                    lambda: (
+                        self._closed
+                        or self._lanes.get(frame.camera_id) is not waiting
+                        or len(waiting.queue) < (waiting.queue.maxlen or 1)
+                    )
                 )
                 lane = self._lanes.get(frame.camera_id)
             if lane is None or self._closed:
