@@ -5,7 +5,8 @@
 - ``OffStreetParking`` (dataModel.Parking): one per lot (spaces seen by several cameras counted
   once) and one per ``area`` zone without a lot; ``availableSpotNumber``, ``totalSpotNumber``.
 - ``TrafficFlowObserved`` (dataModel.Transportation): one per counting line and direction, with
-  the crossings of the newest 15-minute bucket as ``intensity``.
+  the crossings of the newest 15-minute bucket as ``intensity`` and, for calibrated cameras, the
+  line as a LineString ``location``.
 
 Entity ids are URNs ``urn:ngsi-ld:<Type>:<site>:<camera or lot>:<id>``, percent-encoded where a
 zone id holds characters a URN may not. Nothing here fetches the @context: it is only named.
@@ -123,6 +124,7 @@ def parking_spots(index: ZoneIndex, snap: Snapshot, now: datetime) -> list[dict[
 
 def traffic_flows(store: Store) -> list[dict[str, Any]]:
     out = []
+    where = store.line_locations()
     for line, start, direction, count in store.latest_traffic(TRAFFIC_RES_S):
         site, camera, line_id = line.split(":", 2)
         end = start + timedelta(seconds=TRAFFIC_RES_S)
@@ -139,6 +141,11 @@ def traffic_flows(store: Store) -> list[dict[str, Any]]:
                 "dataProvider": prop(f"cityeye:{site}:{camera}"),
             }
         )
+        if line in where:  # the line itself, as the edge placed it through the camera's calibration
+            out[-1]["location"] = {
+                "type": "GeoProperty",
+                "value": {"type": "LineString", "coordinates": where[line]},
+            }
     return out
 
 

@@ -220,6 +220,18 @@ class TrafficCountRow(Base):
     __table_args__ = (Index(None, "res_s", "bucket"),)
 
 
+class TrafficLineRow(Base):
+    """Where a counting line is (WGS84 vertices), from the newest traffic event that carried it."""
+
+    __tablename__ = "traffic_lines"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    camera: Mapped[str] = mapped_column(String(128), primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    location: Mapped[list[list[float]]] = mapped_column(JSON, doc="[[lon, lat], ...]")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class CameraRow(Base):
     __tablename__ = "cameras"
 
@@ -903,6 +915,8 @@ class Store:
         changed = False
         for line in ev.lines:
             key = (ev.site, ev.camera, line.line_id)
+            if line.location is not None:
+                self._place_line(s, key, [list(v) for v in line.location], ev.observed_at)
             new: dict[tuple[str, str], int] = {
                 (d, str(c)): int(n) for d, per in line.counts.items() for c, n in per.items()
             }
@@ -1200,6 +1214,29 @@ class Store:
                 TrafficPoint(line_uid(r[0], r[1], r[2]), from_epoch(int(r[3])), direction, vclass, int(r[i]))
             )
         return out
+
+    @staticmethod
+    def _place_line(s: Session, key: tuple[str, str, str], location: list[list[float]], at: datetime) -> None:
+        row = s.get(TrafficLineRow, key)
+        if row is None:
+            s.add(
+                TrafficLineRow(site=key[0], camera=key[1], line_id=key[2], location=location, updated_at=at)
+            )
+        elif at >= row.updated_at and row.location != location:  # a re-calibrated camera moves its lines
+            row.location, row.updated_at = location, at
+
+    def line_locations(self) -> dict[str, list[list[float]]]:
+        """'<site>:<camera>:<line>' -> [[lon, lat], ...] of every line an edge has placed."""
+        with self._read() as s:
+            rows = s.execute(
+                select(
+                    TrafficLineRow.site,
+                    TrafficLineRow.camera,
+                    TrafficLineRow.line_id,
+                    TrafficLineRow.location,
+                )
+            )
+            return {f"{r[0]}:{r[1]}:{r[2]}": r[3] for r in rows}
 
     def latest_traffic(self, res_s: int = 900) -> list[tuple[str, datetime, str, int]]:
         """Per line and direction, the crossings of the newest bucket of ``res_s`` (for NGSI-LD)."""

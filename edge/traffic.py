@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from cityeye.config import CameraConfig
 from cityeye.edge.analysers import EventContext, load_camera_zones
 from cityeye.events.schema import AnyEvent, LineCounts, TrafficEvent
@@ -44,6 +46,13 @@ class TrafficAnalyser:
         if not lines and not areas:
             log.warning("camera %s: traffic mode but no line or area zones; nothing will be counted", cam.id)
         calibration = load_calibration(cam.calibration) if cam.calibration else None
+        self.line_locations: dict[str, list[tuple[float, float]]] = {}
+        """Each line in WGS84 (calibrated cameras): sent with its counts so the centre can place it."""
+        if calibration is not None:
+            for line in lines:
+                lonlat = calibration.pixel_to_lonlat(line.points)
+                if np.isfinite(lonlat).all():  # a vertex above the horizon has no ground position
+                    self.line_locations[line.id] = [(round(x, 7), round(y, 7)) for x, y in lonlat.tolist()]
         self.cfg = cam.traffic
         self.pipeline = CountingPipeline(lines, areas, cam.traffic, calibration)
         self.bins = TimeBins(
@@ -84,7 +93,10 @@ class TrafficAnalyser:
                     observed_at=bin_start + timedelta(seconds=self.bins.bin_s),
                     bin_start=bin_start,
                     bin_s=self.bins.bin_s,
-                    lines=[LineCounts(line_id=z, counts=b.counts[z]) for z in self.bins.zones],
+                    lines=[
+                        LineCounts(line_id=z, counts=b.counts[z], location=self.line_locations.get(z))
+                        for z in self.bins.zones
+                    ],
                 )
             )
         return out

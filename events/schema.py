@@ -172,6 +172,21 @@ class LineCounts(BaseModel):
         description="direction name -> vehicle class -> crossings in the bin (directions from the zone's "
         "`properties.directions`, else `left`/`right`)."
     )
+    location: list[tuple[float, float]] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=64,
+        description="The counting line as WGS84 [lon, lat] vertices, when the camera is calibrated (maps, "
+        "NGSI-LD TrafficFlowObserved location).",
+    )
+
+    @field_validator("location")
+    @classmethod
+    def _wgs84(cls, v: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        for lon, lat in v or []:
+            if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+                raise ValueError(f"location vertex ({lon}, {lat}) is not a WGS84 [lon, lat] in degrees")
+        return v
 
 
 class TrafficEvent(_Event):

@@ -192,3 +192,23 @@ def test_traffic_counts_over_mqtt_json_and_csv(mosquitto: Broker, tmp_path: Path
         assert http.get("/v1/traffic/counts", params=bad_span, headers=OP).status_code == 422
         too_early = {"to": "0001-01-01T00:00:00Z"}  # the default window would start before year 1
         assert http.get("/v1/traffic/counts", params=too_early, headers=OP).status_code == 422
+
+
+def test_lines_are_placed_where_the_newest_event_says(store: Store) -> None:
+    h = hour_start()
+
+    def placed(at: datetime, location: list[tuple[float, float]] | None) -> TrafficEvent:
+        ev = traffic(at, {"in": {"car": 1}})
+        line = ev.lines[0].model_copy(update={"location": location})
+        return ev.model_copy(update={"lines": [line], "event_id": f"{ev.event_id}:{location}"})
+
+    a = [(108.2, 16.05), (108.2005, 16.05)]
+    b = [(108.2, 16.051), (108.2005, 16.051), (108.201, 16.0512)]  # the camera was re-calibrated
+    store.apply(placed(h, None))
+    assert store.line_locations() == {}
+    store.apply(placed(h + timedelta(minutes=2), a))
+    store.apply(placed(h + timedelta(minutes=5), b))
+    store.apply(placed(h + timedelta(minutes=3), a))  # a late, older bin does not move it back
+    assert store.line_locations() == {"demo:t1:l1": [list(v) for v in b]}
+    with pytest.raises(ValueError, match="WGS84"):
+        LineCounts(line_id="l", counts={}, location=[(16.05, 108.2), (16.05, 200.0)])

@@ -12,6 +12,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,6 +20,7 @@ from cityeye.api.app import create_app
 from cityeye.api.store import utcnow
 from cityeye.config import SiteConfig
 from cityeye.edge.worker import EdgeWorker
+from cityeye.zones.calibration import load_calibration
 from tests.conftest import Broker, shared_path
 from tests.test_api_support import settled, wait_for
 from tests.test_traffic_videos import TOP_DOWN
@@ -32,6 +34,20 @@ OP = {"X-API-Key": "operator-key-0123456789"}
 def test_edge_traffic_counts_reach_the_api(mosquitto: Broker, tmp_path: Path) -> None:
     video = shared_path("data", "traffic", "intel_car_detection", "car-detection.mp4")
     truth = json.loads((DATA / "car_detection_hand_count.json").read_text())
+    # A calibration (768x432 frame onto ~80 m x 45 m of road in Da Nang) so the edge can place its line.
+    lat0, lon0 = 16.0544, 108.2022
+    corners = [
+        ((0, 432), (0.0, 0.0)),
+        ((768, 432), (0.0007, 0.0)),
+        ((768, 0), (0.0007, 0.0004)),
+        ((0, 0), (0.0, 0.0004)),
+    ]
+    cal = tmp_path / "cal.json"
+    cal.write_text(
+        json.dumps(
+            {"points": [{"pixel": list(px), "lonlat": [lon0 + dx, lat0 + dy]} for px, (dx, dy) in corners]}
+        )
+    )
     cfg = SiteConfig.model_validate(
         {
             "site": "rt",
@@ -45,6 +61,7 @@ def test_edge_traffic_counts_reach_the_api(mosquitto: Broker, tmp_path: Path) ->
                     "realtime": False,
                     "interval_s": 0,
                     "zones": str(DATA / truth["zones"]),
+                    "calibration": str(cal),
                     "traffic": {"class_map": TOP_DOWN, "provisional_s": 0},
                 }
             ],
@@ -80,3 +97,13 @@ def test_edge_traffic_counts_reach_the_api(mosquitto: Broker, tmp_path: Path) ->
         stats = app.state.ingest.stats()
         assert stats.errors == 0 and stats.rejected_total == 0, stats
         assert settled(app.state.ingest) >= 1
+
+        # The IOC's view: one TrafficFlowObserved per direction, placed where the line is on the map.
+        flows = http.get("/ngsi-ld/v1/entities", params={"type": "TrafficFlowObserved"}, headers=OP).json()
+        assert sorted(f["laneDirection"]["value"] for f in flows) == ["left", "right"]
+        want = load_calibration(cal).pixel_to_lonlat([[0, 216], [768, 216]])
+        for f in flows:
+            loc = f["location"]["value"]
+            assert loc["type"] == "LineString"
+            np.testing.assert_allclose(loc["coordinates"], want, atol=1e-6)
+            assert abs(loc["coordinates"][0][1] - (lat0 + 0.0002)) < 2e-5  # mid-height of the frame
