@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -75,10 +75,20 @@ class Liveness:
         heard = cam.last_heard_at
         return heard is not None and (now - heard).total_seconds() > self.offline_after_s
 
+    def stale_from(self, z: ZoneRecord, cam: CameraRecord | None) -> float:
+        """Epoch seconds after which the zone's figure is stale: its last update plus
+        ``stale_after_s``, or its camera's last message plus ``offline_after_s``, whichever comes
+        first; -inf once the camera said offline. The one definition of staleness, kept per zone in
+        each snapshot so nearby compares a single array."""
+        if cam is not None and cam.status == "offline":
+            return -math.inf
+        t = z.last_update.timestamp() + self.stale_after_s
+        if cam is not None and cam.last_heard_at is not None:
+            t = min(t, cam.last_heard_at.timestamp() + self.offline_after_s)
+        return t
+
     def zone_stale(self, z: ZoneRecord, cam: CameraRecord | None, now: datetime) -> bool:
-        if self.camera_offline(cam, now):
-            return True
-        return now - z.last_update > timedelta(seconds=self.stale_after_s)
+        return now.timestamp() > self.stale_from(z, cam)
 
 
 @dataclass(frozen=True)
@@ -98,9 +108,7 @@ class Snapshot:
     pos_kind: npt.NDArray[np.int8]
     pos_vehicle: npt.NDArray[np.int8]
     pos_stale_at: npt.NDArray[np.float64]
-    """Epoch seconds from which each zone's figure is stale: its last update plus
-    ``stale_after_s``, or its camera's last message plus ``offline_after_s``, whichever comes
-    first (-inf: the camera said offline). Precomputed so a request compares one array."""
+    """:meth:`Liveness.stale_from` of each zone: a request compares one array with the clock."""
     pos_frag: list[str]
     """Each zone's JSON object without its closing brace: answers are joined, not re-encoded."""
     tree: STRtree | None
@@ -149,7 +157,14 @@ class Snapshot:
             pos_vehicle=np.fromiter(
                 (VEHICLE_CODES.get(zones[u].vehicle, 0) for u in placed), dtype=np.int8, count=len(placed)
             ),
-            pos_stale_at=_stale_at(zones, cameras, placed, liveness),
+            pos_stale_at=np.fromiter(
+                (
+                    liveness.stale_from(zones[u], cameras.get((zones[u].site, zones[u].camera)))
+                    for u in placed
+                ),
+                dtype=np.float64,
+                count=len(placed),
+            ),
             pos_frag=[frags[u] for u in placed],
             tree=tree,
         )
@@ -227,26 +242,6 @@ class Snapshot:
         """(zone uid, distance) of matching zones within the radius, nearest first (ties by id)."""
         idx, dist = self._nearby(lat, lon, radius_m, min_free, limit, kind, vehicle)
         return [(str(self.pos_uids[i]), float(d)) for i, d in zip(idx.tolist(), dist.tolist(), strict=True)]
-
-
-def _stale_at(
-    zones: dict[str, ZoneRecord],
-    cameras: dict[tuple[str, str], CameraRecord],
-    uids: list[str],
-    liveness: Liveness,
-) -> npt.NDArray[np.float64]:
-    out = np.empty(len(uids), dtype=np.float64)
-    for i, u in enumerate(uids):
-        z = zones[u]
-        t = z.last_update.timestamp() + liveness.stale_after_s
-        cam = cameras.get((z.site, z.camera))
-        if cam is not None:
-            if cam.status == "offline":
-                t = -math.inf
-            elif cam.last_heard_at is not None:
-                t = min(t, cam.last_heard_at.timestamp() + liveness.offline_after_s)
-        out[i] = t
-    return out
 
 
 def _frag(j: dict[str, Any]) -> str:
