@@ -479,6 +479,7 @@ class CameraPublisher:
             "spool_oldest_age_s": age,
             "spool_dropped": s.dropped + s.expired,
             "spool_rejected": s.rejected,
+            "snapshots_skipped": self.snapshots_skipped,
         }
 
     def _export(self, s: SpoolStats, age: float | None) -> None:

@@ -152,6 +152,11 @@ class CameraHealth(BaseModel):
     spool_rejected: int | None = Field(
         default=None, ge=0, description="Events the broker refused (e.g. ACL); kept on the edge, not re-sent."
     )
+    snapshots_skipped: int | None = Field(
+        default=None,
+        ge=0,
+        description="Snapshots not sent because the broker was unreachable (they are never queued).",
+    )
 
 
 class HealthEvent(_Event):

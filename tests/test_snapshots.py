@@ -70,6 +70,7 @@ def test_publisher_never_queues_a_snapshot_while_offline(tmp_path: Path) -> None
         assert pub.publish_latest(_snap()) is False
         assert (pub.snapshots_skipped, pub.snapshots_sent) == (1, 0)
         assert pub.spool.stats().queued == 0  # nothing stored for later: only the newest matters
+        assert pub._spool_health()["snapshots_skipped"] == 1  # reported in the camera's health
     finally:
         pub.spool.close()
 
