@@ -18,7 +18,6 @@ anchor count the decoders expect.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from cityeye.models.registry import ModelError, SessionSettings, cache_dir, open_session
+from cityeye.models.registry import ModelError, SessionSettings, cache_dir, open_session, sha256_file
 
 if TYPE_CHECKING:
     import onnx
@@ -349,12 +348,9 @@ def derive_model(source: Path, imgsz: tuple[int, int] | None, dynamic_batch: boo
             f"onnx package (pip install onnx), or run `cityeye models reshape {source} {what}` where it is "
             "installed and point model.path at the result"
         ) from None
-    h = hashlib.sha256()
-    with source.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    digest = sha256_file(source)
     size = f"_{imgsz[0]}x{imgsz[1]}" if imgsz else ""
-    out = cache_dir() / f"{source.stem}-{h.hexdigest()[:12]}_{'b-dyn' if dynamic_batch else 'b1'}{size}.onnx"
+    out = cache_dir() / f"{source.stem}-{digest[:12]}_{'b-dyn' if dynamic_batch else 'b1'}{size}.onnx"
     if not out.exists():
         log.info("deriving %s from %s (graph edit, checked against the original)", out.name, source)
         reshape_model(source, out, imgsz=imgsz, dynamic_batch=dynamic_batch)

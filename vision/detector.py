@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DEFAULT_IMGSZ = 640
-_INPUT_DTYPES: dict[str, type[np.floating[Any]]] = {
+_INPUT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
+    "tensor(uint8)": np.uint8,  # raw pixel bytes, normalised inside the graph (models/rawinput.py)
 }
 _EDGE_PX = 1.0
 """A tile box this close to an interior tile border is taken as cut by it."""
@@ -112,6 +113,7 @@ class Detector:
         tile: TileConfig | None = None,
         session: SessionSettings | None = None,
         auto_reshape: bool = True,
+        raw_pixels: bool = True,
     ) -> None:
         if not 0.0 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
@@ -138,6 +140,11 @@ class Detector:
             if derived is not None:
                 self._path = derived
                 self._session = open_session(derived, settings)
+        if raw_pixels:
+            raw = self._derive_raw_pixels()
+            if raw is not None:
+                self._path = raw
+                self._session = open_session(raw, settings)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
         self._output_name = self._session.get_outputs()[0].name  # extra outputs (e.g. protos) are not run
@@ -185,6 +192,7 @@ class Detector:
             batch=cfg.batch,
             tile=cfg.tile,
             auto_reshape=cfg.auto_reshape,
+            raw_pixels=cfg.raw_pixels,
             session=SessionSettings(
                 intra_threads=cfg.threads,
                 inter_threads=cfg.inter_threads,
@@ -215,6 +223,22 @@ class Detector:
 
         return derive_model(self._path, new_hw, dynamic_batch=new_batch or not isinstance(b, int))
 
+    def _derive_raw_pixels(self) -> Path | None:
+        """The cached uint8-input copy of an INT8 model that first quantises its image at 1/255.
+
+        Bit-identical outputs without converting each frame to float (models/rawinput.py); a model
+        this does not apply to, or a failed check, keeps the original.
+        """
+        from cityeye.models.rawinput import derive_raw_pixel_model, takes_raw_pixels
+
+        try:
+            if not takes_raw_pixels(self._path):
+                return None
+            return derive_raw_pixel_model(self._path)
+        except (ModelError, OSError) as exc:
+            log.warning("feeding %s float images as it is: %s", self._path, exc)
+            return None
+
     def _class_ids(self, classes: Sequence[str] | None) -> npt.NDArray[np.int32] | None:
         if classes is None:
             return None
@@ -229,7 +253,7 @@ class Detector:
 
     def _inspect_input(
         self, imgsz: tuple[int, int] | None, meta: dict[str, str]
-    ) -> tuple[str, tuple[int, int], type[np.floating[Any]], int | None]:
+    ) -> tuple[str, tuple[int, int], type[np.generic], int | None]:
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             shapes = [(i.name, i.shape) for i in inputs]
@@ -241,7 +265,8 @@ class Detector:
         dtype = _INPUT_DTYPES.get(inp.type)
         if dtype is None:
             raise ModelError(
-                f"{self._path}: input {inp.name!r} is {inp.type}; cityeye feeds float or float16 images"
+                f"{self._path}: input {inp.name!r} is {inp.type}; cityeye feeds float, float16 or uint8 "
+                "images"
             )
         b, c, h, w = inp.shape
         if isinstance(c, int) and c != 3:
@@ -276,7 +301,7 @@ class Detector:
         b = self._session.get_inputs()[0].shape[0]
         n = b if isinstance(b, int) and b > 0 else 1
         try:
-            out = self.infer(np.zeros((n, 3, h, w), dtype=np.float32))
+            out = self.infer(np.zeros((n, 3, h, w), dtype=self._tensor_dtype))
         except Exception as exc:  # onnxruntime's pybind errors share no base class
             raise ModelError(
                 f"{self._path} does not run at input {w}x{h} ({exc}); give imgsz the size the model was "
@@ -311,57 +336,69 @@ class Detector:
         """The onnxruntime session, for benchmarks that time `run` alone."""
         return self._session
 
-    # The stages are public so benchmarks can time them and batch callers can compose them.
-    def preprocess(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], Letterbox]:
-        return letterbox(image_bgr, self._input_hw, self._decoder.preprocess)
+    @property
+    def _tensor_dtype(self) -> type[np.generic]:
+        """What preprocessing writes: bytes for raw-pixel models, else float32 (float16 is cast at run)."""
+        return np.uint8 if self._input_dtype is np.uint8 else np.float32
 
-    def _scratch(self, n: int) -> npt.NDArray[np.float32]:
+    # The stages are public so benchmarks can time them and batch callers can compose them.
+    def preprocess(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[Any], Letterbox]:
+        out = np.empty((1, 3, *self._input_hw), dtype=self._tensor_dtype)
+        return letterbox(image_bgr, self._input_hw, self._decoder.preprocess, out)
+
+    def _scratch(self, n: int) -> npt.NDArray[Any]:
         """This thread's reusable input tensor for `n` frames.
 
         A fresh multi-megabyte array costs page faults on every frame (~0.3 ms at 384x640, a few
         per cent of a fast model's run); one buffer per thread and batch size avoids that and
         keeps `detect` safe to call from several threads. At most two sizes are kept per thread.
         """
-        bufs: dict[int, npt.NDArray[np.float32]] = self._local.__dict__.setdefault("bufs", {})
+        bufs: dict[int, npt.NDArray[Any]] = self._local.__dict__.setdefault("bufs", {})
         buf = bufs.get(n)
         if buf is None:
             if len(bufs) >= 2:
                 bufs.clear()
-            buf = bufs[n] = np.empty((n, 3, *self._input_hw), dtype=np.float32)
+            buf = bufs[n] = np.empty((n, 3, *self._input_hw), dtype=self._tensor_dtype)
         return buf
 
     def preprocess_batch(
         self, images: Sequence[npt.NDArray[np.uint8]], *, reuse: bool = False
-    ) -> tuple[npt.NDArray[np.float32], list[Letterbox]]:
+    ) -> tuple[npt.NDArray[Any], list[Letterbox]]:
         """One (B, 3, H, W) tensor, each image letterboxed straight into its slot.
 
         With `reuse` the tensor is this thread's scratch buffer, overwritten by its next call.
         """
         n = max(len(images), self._fixed_batch or 0)
-        tensor = self._scratch(n) if reuse else np.empty((n, 3, *self._input_hw), dtype=np.float32)
+        tensor = self._scratch(n) if reuse else np.empty((n, 3, *self._input_hw), dtype=self._tensor_dtype)
         geos = [
             letterbox(img, self._input_hw, self._decoder.preprocess, tensor[i : i + 1])[1]
             for i, img in enumerate(images)
         ]
         if n > len(images):
-            tensor[len(images) :] = 0.0  # a fixed-batch model's unused slots
+            tensor[len(images) :] = 0  # a fixed-batch model's unused slots
         return tensor, geos
 
-    def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def infer(self, tensor: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Raw model output of a (B, 3, H, W) tensor made by `preprocess`/`preprocess_batch`."""
         if tensor.ndim != 4:
             raise ValueError(f"infer takes a (batch, 3, H, W) tensor, got shape {tensor.shape}")
-        feed = tensor if self._input_dtype is np.float32 else tensor.astype(self._input_dtype)
+        if (tensor.dtype == np.uint8) != (self._input_dtype is np.uint8):
+            raise ValueError(
+                f"{self._path.name} takes {np.dtype(self._input_dtype).name} tensors, got {tensor.dtype}; "
+                "make the tensor with this detector's preprocess() or preprocess_batch()"
+            )
+        feed = tensor if tensor.dtype == self._input_dtype else tensor.astype(self._input_dtype)
         out = self._session.run([self._output_name], {self._input_name: feed})[0]
         return np.asarray(out, dtype=np.float32)
 
-    def _infer_scratch(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _infer_scratch(self, tensor: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """`infer` on this thread's scratch tensor, into an output buffer reused by its next call.
 
         onnxruntime's `run` allocates and fills a fresh output array every frame (2.8 MB at 640);
         an IO binding made once per thread and batch size writes into the same memory instead,
         about 0.1 ms per frame. Callers must be done with the output before the next call.
         """
-        if self._input_dtype is not np.float32 or not self._out_float:
+        if tensor.dtype != self._input_dtype or not self._out_float:
             return self.infer(tensor)
         bound: dict[int, tuple[npt.NDArray[np.float32], Any, npt.NDArray[np.float32]]]
         bound = self._local.__dict__.setdefault("bound", {})

@@ -2,14 +2,17 @@
 
 The arithmetic copies Ultralytics' `LetterBox(auto=False, scaleup=True)` and `scale_boxes` to the
 pixel: Python's `round` (half to even), the -0.1/+0.1 split of odd padding, pad value 114, and
-division (not multiplication by 1/255) so that tensors are bit-identical to what the model was
-validated with. A one-pixel shift changes small-car boxes enough to flip IoU-0.5 matches.
+the floats of division by 255 (not of multiplication by 1/255, which differ in the last bit for
+half the byte values) so that tensors are bit-identical to what the model was validated with. A
+one-pixel shift changes small-car boxes enough to flip IoU-0.5 matches.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,40 +88,65 @@ def letterbox(
     image_bgr: npt.NDArray[np.uint8],
     input_hw: tuple[int, int],
     spec: LetterboxSpec = LetterboxSpec(),
-    out: npt.NDArray[np.float32] | None = None,
-) -> tuple[npt.NDArray[np.float32], Letterbox]:
-    """A (1, 3, H, W) float32 tensor for the model and the geometry to map its boxes back.
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint8] | None = None,
+) -> tuple[npt.NDArray[Any], Letterbox]:
+    """A (1, 3, H, W) tensor for the model and the geometry to map its boxes back.
 
-    The resized image is written straight into a pre-filled tensor, channel by channel, instead of
+    The resized image is split straight into a pre-filled tensor, channel by channel, instead of
     padding a uint8 image and transposing it: same values, about ten times less time. `out`, a
     (1, 3, H, W) slice of a batch tensor, is filled in place so batches need no concatenation copy.
+    A float32 `out` (the default) gets the family's scaling (/255 through a 256-entry table, the
+    same floats as dividing); a uint8 `out` gets the pixel bytes as they are, for models that
+    normalise inside their graph (models/rawinput.py).
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(
             f"expected a BGR uint8 image of shape (H, W, 3), got {image_bgr.dtype} {image_bgr.shape}; "
             "convert it first (e.g. cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) or COLOR_BGRA2BGR)"
         )
-    geo = Letterbox.fit((image_bgr.shape[0], image_bgr.shape[1]), input_hw, spec.center)
+    geo = _fit((image_bgr.shape[0], image_bgr.shape[1]), input_hw, spec.center)
     rh, rw = geo.resized_hw
     work, planes = _work_buffers(rh, rw)
     if (rh, rw) != geo.image_hw:
         resized = cv2.resize(image_bgr, (rw, rh), dst=work, interpolation=cv2.INTER_LINEAR)
     else:
         resized = image_bgr
-    divisor = np.float32(255.0 if spec.normalize else 1.0)
+    tensor: npt.NDArray[Any]
     if out is None:
         tensor = np.empty((1, 3, *input_hw), dtype=np.float32)
-    elif out.shape != (1, 3, *input_hw) or out.dtype != np.float32:
-        raise ValueError(f"out must be a float32 (1, 3, {input_hw[0]}, {input_hw[1]}) array, got {out.shape}")
+    elif out.shape != (1, 3, *input_hw) or out.dtype not in (np.float32, np.uint8):
+        raise ValueError(
+            f"out must be a float32 or uint8 (1, 3, {input_hw[0]}, {input_hw[1]}) array, got {out.dtype} "
+            f"{out.shape}"
+        )
     else:
         tensor = out
-    _fill_padding(tensor[0], geo, np.float32(spec.pad_value) / divisor)
+    raw = tensor.dtype == np.uint8
+    _fill_padding(tensor[0], geo, spec.pad_value if raw else _table(spec.normalize)[spec.pad_value])
     region = tensor[0, :, geo.top : geo.top + rh, geo.left : geo.left + rw]
-    split = cv2.split(resized, planes)  # contiguous planes: the division reads memory in order
-    for ch in range(3):
-        src = 2 - ch if spec.rgb else ch
-        np.divide(split[src], divisor, out=region[ch], casting="unsafe")
+    order = (2, 1, 0) if spec.rgb else (0, 1, 2)  # the tensor channel each BGR plane goes to
+    if raw:
+        # cv2.split writes each plane straight into its tensor channel (OpenCV takes the row stride).
+        cv2.split(resized, [region[order[0]], region[order[1]], region[order[2]]])
+        return tensor, geo
+    split = cv2.split(resized, planes)
+    table = _table(spec.normalize)
+    for src in range(3):
+        cv2.LUT(split[src], table, dst=region[order[src]])
     return tensor, geo
+
+
+@functools.lru_cache(maxsize=64)
+def _fit(image_hw: tuple[int, int], input_hw: tuple[int, int], center: bool) -> Letterbox:
+    """Frames of a camera share one geometry; its rounding arithmetic need not run per frame."""
+    return Letterbox.fit(image_hw, input_hw, center)
+
+
+@functools.lru_cache(maxsize=2)
+def _table(normalize: bool) -> npt.NDArray[np.float32]:
+    """Each byte's float value: a lookup gives the very floats `v / np.float32(255)` gives, faster."""
+    values = np.arange(256, dtype=np.float32)
+    return values / np.float32(255.0) if normalize else values
 
 
 _local = threading.local()
@@ -141,7 +169,7 @@ def _work_buffers(h: int, w: int) -> tuple[npt.NDArray[np.uint8], list[npt.NDArr
     return got
 
 
-def _fill_padding(chw: npt.NDArray[np.float32], geo: Letterbox, value: np.float32) -> None:
+def _fill_padding(chw: npt.NDArray[Any], geo: Letterbox, value: float | np.floating[Any]) -> None:
     """Pad value around the image region only: the region is overwritten anyway, and writing a
     multi-megabyte tensor twice costs a tenth of a millisecond per frame right after inference,
     when the tensor is no longer in cache."""
