@@ -82,11 +82,15 @@ class UltralyticsDecoder:
 
     def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
         pred = _check_batch(output, self.family)  # (4+nc, N)
-        scores = pred[4:]
-        best = scores.max(axis=0)
+        best = pred[4:].max(axis=0)
         idx = np.flatnonzero(best > confidence)
-        cls = scores[:, idx].argmax(axis=0).astype(np.int32)
-        return Candidates(_cxcywh_to_xyxy(pred[:4, idx].T), best[idx].astype(np.float32), cls)
+        # One gather of the few candidate columns; every later step works on those alone. Right after
+        # an inference each numpy call costs a few microseconds, so the steps are kept few.
+        sub = pred[:, idx]
+        cls = sub[4:].argmax(axis=0).astype(np.int32)
+        half = sub[2:4] * np.float32(0.5)
+        xyxy = np.concatenate([sub[0:2] - half, sub[0:2] + half]).T  # (k, 4), a view of (4, k)
+        return Candidates(xyxy.astype(np.float32, copy=False), best[idx], cls)
 
 
 def _grid(input_hw: tuple[int, int], strides: Sequence[int]) -> tuple[npt.NDArray[np.float32], ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -45,6 +45,14 @@ class Letterbox:
     """Input pixels per original pixel, as scale_boxes computes it."""
     pad: tuple[float, float]
     """(x, y) offset subtracted before dividing by gain, as scale_boxes computes it."""
+    _pad4: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    _size4: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Per-column offsets and clip bounds, so mapping boxes back is three whole-array operations.
+        h, w = self.image_hw
+        object.__setattr__(self, "_pad4", np.array([*self.pad, *self.pad], dtype=np.float32))
+        object.__setattr__(self, "_size4", np.array([w, h, w, h], dtype=np.float32))
 
     @classmethod
     def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int], center: bool = True) -> Letterbox:
@@ -68,13 +76,9 @@ class Letterbox:
 
     def boxes_to_image(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Boxes from input-tensor pixels to original-image pixels, clipped to the image."""
-        out = np.empty_like(xyxy, dtype=np.float32)
-        out[:, 0::2] = (xyxy[:, 0::2] - self.pad[0]) / self.gain
-        out[:, 1::2] = (xyxy[:, 1::2] - self.pad[1]) / self.gain
-        h, w = self.image_hw
-        np.clip(out[:, 0::2], 0, w, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0, h, out=out[:, 1::2])
-        return out
+        out: npt.NDArray[np.float32] = np.subtract(xyxy, self._pad4, dtype=np.float32)
+        np.divide(out, np.float32(self.gain), out=out)
+        return np.clip(out, np.float32(0.0), self._size4, out=out)
 
     def boxes_to_input(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Inverse of `boxes_to_image` (without clipping): for tests and for drawing on the tensor."""

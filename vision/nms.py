@@ -171,13 +171,14 @@ def _nms_opencv(
         xyxy, scores = xyxy[top], scores[top]
         class_id = None if class_id is None else class_id[top]
     box = np.asarray(xyxy, dtype=np.float64)
-    sc = np.asarray(scores, dtype=np.float64)
     wh = box[:, 2:] - box[:, :2]
-    if not (wh > 0).all() or not (sc > 0).all() or not np.isfinite(box).all():
+    # Non-finite coordinates give an infinite or NaN width or height, so these two tests cover them.
+    if not wh.min() > 0 or not np.isfinite(wh.sum()) or not scores.min() > 0:
         return None
+    sc = np.asarray(scores, dtype=np.float64)
     xy = box[:, :2] - box[:, :2].min(axis=0)  # a translation: IoU unchanged, coordinates >= 0
     if class_id is not None:
-        xy += (class_id.astype(np.float64) * (float((xy + wh).max()) + 1.0))[:, None]
+        xy += (class_id * (float((xy + wh).max()) + 1.0))[:, None]
     # The stubs declare sequences; the binding takes (N, 4) float64 arrays and returns an int array.
     rects: Any = np.concatenate([xy, wh], axis=1)
     kept: Any = cv2.dnn.NMSBoxes(rects, cast(Any, sc), 0.0, float(iou_threshold))
