@@ -67,15 +67,39 @@ def test_bottom_right_padding_for_yolox() -> None:
         ((361, 640), LetterboxSpec()),
         ((300, 517), LetterboxSpec()),
         ((540, 960), LetterboxSpec(center=False, rgb=False, normalize=False)),
+        ((640, 300), LetterboxSpec()),  # portrait: padded left and right, image columns not contiguous
+        ((600, 200), LetterboxSpec(center=False, rgb=False, normalize=False)),
     ],
 )
 def test_tensor_equals_ultralytics_steps(image_hw: tuple[int, int], spec: LetterboxSpec) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (*image_hw, 3), dtype=np.uint8)
-    tensor, geo = letterbox(img, (640, 640) if spec.center else (416, 416), spec)
+    input_hw = (640, 640) if spec.center else (416, 416)
+    tensor, geo = letterbox(img, input_hw, spec)
     ref = _reference_tensor(img, geo, spec.rgb, spec.normalize)
     assert tensor.dtype == np.float32 and tensor.shape == ref.shape
     np.testing.assert_array_equal(tensor, ref)
+    # A uint8 tensor (models that normalise inside their graph) holds the same pixels, unscaled.
+    raw = np.zeros((1, 3, *input_hw), dtype=np.uint8)
+    got, geo_raw = letterbox(img, input_hw, spec, out=raw)
+    assert got is raw and geo_raw == geo
+    np.testing.assert_array_equal(raw.astype(np.float32), _reference_tensor(img, geo, spec.rgb, False))
+
+
+def test_reused_tensor_gets_every_pixel_rewritten() -> None:
+    """A scratch tensor reused for a frame of another shape keeps nothing of the previous one."""
+    rng = np.random.default_rng(1)
+    out = np.zeros((1, 3, 640, 640), dtype=np.float32)
+    for hw in ((720, 1280), (640, 300), (720, 1280)):
+        img = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+        _, geo = letterbox(img, (640, 640), out=out)
+        np.testing.assert_array_equal(out, _reference_tensor(img, geo, True, True))
+
+
+def test_out_of_the_wrong_type_is_refused() -> None:
+    img = np.zeros((720, 1280, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="float32 or uint8"):
+        letterbox(img, (640, 640), out=np.zeros((1, 3, 640, 640), dtype=np.float64))  # type: ignore[arg-type]
 
 
 def test_channel_order_and_pad_value() -> None:

@@ -131,8 +131,8 @@ class Detector:
         self.agnostic_nms = agnostic_nms
         self.tile = tile
         self._local = threading.local()
-        self._path = resolve_model_path(path)
-        settings = session or SessionSettings(intra_threads=threads)
+        self._path = self._source = resolve_model_path(path)
+        self._settings = settings = session or SessionSettings(intra_threads=threads)
         self._session = open_session(self._path, settings)
         hw = None if imgsz is None else parse_hw(imgsz)
         if auto_reshape:
@@ -325,7 +325,17 @@ class Detector:
 
     @property
     def path(self) -> Path:
+        """The file the session runs: the configured one, or its derived copy in the model cache."""
         return self._path
+
+    @property
+    def source(self) -> Path:
+        """The configured model file, before any derived copy."""
+        return self._source
+
+    @property
+    def settings(self) -> SessionSettings:
+        return self._settings
 
     @property
     def decoder(self) -> Decoder:
@@ -415,23 +425,27 @@ class Detector:
         self._session.run_with_iobinding(entry[1])
         return entry[2]
 
-    def _candidates(self, output: npt.NDArray[np.float32]) -> Candidates:
-        """Decoded, class-filtered and NMS-ed boxes of one image, in input-tensor pixels."""
+    def _decode_keep(self, output: npt.NDArray[np.float32]) -> tuple[Candidates, npt.NDArray[np.intp]]:
+        """Decoded, class-filtered candidates of one image (input-tensor pixels) and those NMS keeps."""
         cand = self._decoder.decode(output, self.confidence)
         if self._class_filter is not None and len(cand):
             keep_cls = np.isin(cand.class_id, self._class_filter)
             cand = Candidates(cand.xyxy[keep_cls], cand.score[keep_cls], cand.class_id[keep_cls])
         if self._decoder.needs_nms:
             cls = None if self.agnostic_nms else cand.class_id
-            keep = nms(cand.xyxy, cand.score, self.iou, cls, max_det=self.max_det)
-        else:
-            keep = np.argsort(-cand.score, kind="stable")[: self.max_det]
+            return cand, nms(cand.xyxy, cand.score, self.iou, cls, max_det=self.max_det)
+        return cand, np.argsort(-cand.score, kind="stable")[: self.max_det]
+
+    def _candidates(self, output: npt.NDArray[np.float32]) -> Candidates:
+        """Decoded, class-filtered and NMS-ed boxes of one image, in input-tensor pixels."""
+        cand, keep = self._decode_keep(output)
         return Candidates(cand.xyxy[keep], cand.score[keep], cand.class_id[keep])
 
     def postprocess(self, output: npt.NDArray[np.float32], geo: Letterbox) -> Detections:
         """Detections of one image from its (1, ...) slice of the model output."""
-        cand = self._candidates(output)
-        return Detections(geo.boxes_to_image(cand.xyxy), cand.score, cand.class_id, self._names)
+        cand, keep = self._decode_keep(output)
+        xyxy = geo.boxes_to_image(cand.xyxy[keep])
+        return Detections(xyxy, cand.score[keep], cand.class_id[keep], self._names)
 
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> Detections:
         """Detections of one BGR uint8 image (H, W, 3), boxes in its own pixels."""

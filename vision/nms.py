@@ -14,14 +14,15 @@ in stable descending score order, a box dropped when its IoU with a kept box is 
 threshold, IoU computed in float64 on (x, y, w, h) rectangles (float64 input selects its Rect2d
 overload; float32 would round boxes to integers). It is not used where they differ: boxes of zero
 area (OpenCV suppresses them, torchvision keeps them), scores <= 0 (OpenCV drops them), the IoS
-metric and groups. Classes are kept apart by shifting each class's boxes past all others (exact in
-float64), not with OpenCV's batched variant, whose offset assumes non-negative coordinates.
+metric and groups. Classes are kept apart by OpenCV's batched variant, which shifts each class's
+boxes past all others (exact in float64) once the boxes are translated to non-negative coordinates
+(its offset assumes them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import cv2
 import numpy as np
@@ -170,17 +171,22 @@ def _nms_opencv(
         top = np.argsort(-scores, kind="stable")[:max_nms]
         xyxy, scores = xyxy[top], scores[top]
         class_id = None if class_id is None else class_id[top]
-    box = np.asarray(xyxy, dtype=np.float64)
-    wh = box[:, 2:] - box[:, :2]
-    # Non-finite coordinates give an infinite or NaN width or height, so these two tests cover them.
-    if not wh.min() > 0 or not np.isfinite(wh.sum()) or not scores.min() > 0:
+    rects: Any = np.array(xyxy, dtype=np.float64)  # a copy, made (x, y, w, h) in place
+    rects[:, 2:] -= rects[:, :2]
+    # Non-finite coordinates make the sum non-finite; zero-area boxes and scores <= 0 are the cases
+    # where OpenCV's rules differ from torchvision's (module docstring).
+    if not rects[:, 2:].min() > 0 or not np.isfinite(rects.sum()) or not scores.min() > 0:
         return None
-    sc = np.asarray(scores, dtype=np.float64)
-    xy = box[:, :2] - box[:, :2].min(axis=0)  # a translation: IoU unchanged, coordinates >= 0
-    if class_id is not None:
-        xy += (class_id * (float((xy + wh).max()) + 1.0))[:, None]
+    rects[:, :2] -= rects[:, :2].min()  # a translation: IoU unchanged, coordinates >= 0
+    sc: Any = scores.astype(np.float64)
     # The stubs declare sequences; the binding takes (N, 4) float64 arrays and returns an int array.
-    rects: Any = np.concatenate([xy, wh], axis=1)
-    kept: Any = cv2.dnn.NMSBoxes(rects, cast(Any, sc), 0.0, float(iou_threshold))
+    kept: Any
+    if class_id is None:
+        kept = cv2.dnn.NMSBoxes(rects, sc, 0.0, float(iou_threshold))
+    else:
+        # Shifts each class past all others (class * (largest coordinate + 1), in float64): exact,
+        # and safe now that no coordinate is negative.
+        ids: Any = class_id.astype(np.int32, copy=False)
+        kept = cv2.dnn.NMSBoxesBatched(rects, sc, ids, 0.0, float(iou_threshold))
     idx = np.asarray(kept, dtype=np.intp).reshape(-1)
     return idx if top is None else top[idx]
