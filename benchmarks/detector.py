@@ -89,9 +89,11 @@ class Timer:
     threads were asleep or whose weights another session evicted pays 0.3-0.4 ms on its next run
     (measured), which would otherwise land on whichever side came first.
 
-    When the detector runs a raw-pixel copy of the file (INT8 models that quantise the image at
-    1/255 first; models/rawinput.py), `ceiling` is the file as given, fed float tensors as
-    Ultralytics feeds it, in a pass of its own, and `ceiling_of_graph_run` the copy ours runs.
+    When the detector runs a checked copy of a statically quantised file (pixel bytes in,
+    models/rawinput.py; class scores out as bytes, models/scorehead.py), `ceiling` is the file as
+    given, fed float tensors as Ultralytics feeds it, in a pass of its own, and
+    `ceiling_of_graph_run` the copy ours runs: the first is the comparison the issue asks for
+    (ours may beat it, the copy being cheaper), the second how much of our time is outside the model.
     """
 
     def __init__(self, det: Detector, images: list[np.ndarray], batch: int) -> None:
@@ -101,8 +103,10 @@ class Timer:
         self.ready = [det.preprocess_batch(c)[0] for c in self.chunks]
         self.file: Detector | None = None
         self.file_ready: list[np.ndarray] = []
-        if self.ready[0].dtype == np.uint8:
-            self.file = Detector(det.source, batch=det.batch, session=det.settings, raw_pixels=False)
+        if det.int8_copies:
+            self.file = Detector(
+                det.source, batch=det.batch, session=det.settings, raw_pixels=False, byte_scores=False
+            )
             self.file_ready = [self.file.preprocess_batch(c)[0] for c in self.chunks]
         self.s: dict[str, list[float]] = {
             k: [] for k in ("ours", "ceiling", "ceiling_run", "ours_il", "ceiling_il")
@@ -156,7 +160,7 @@ class Timer:
             "samples": len(self.s["ours"]),
         }
         if self.file is not None:
-            out["graph_run"] = "raw-pixel copy (uint8 input, same outputs bit for bit)"
+            out["graph_run"] = f"checked INT8 copy of the file: {', '.join(self.det.int8_copies)}"
             out["ceiling_of_graph_run_ms_per_frame"] = round(r * 1000, 3)
             out["ours_over_ceiling_of_graph_run"] = round(r / o, 4)
         return out

@@ -135,6 +135,14 @@ class ModelConfig(BaseModel):
         "model cache without that step, checked to give the same outputs bit for bit, saves converting "
         "every frame to float (~5 % of a fast INT8 run). Other models are fed as they are.",
     )
+    byte_scores: bool = Field(
+        default=True,
+        description="For statically quantised Ultralytics heads, run a derived copy (model cache) that "
+        "outputs the class scores as the bytes the head computes and take the sigmoid of candidates "
+        "only, instead of dequantising, concatenating and sigmoiding every anchor's 80 scores: same "
+        "candidates, classes and boxes, scores within 1e-6 (checked when derived), ~3 % faster runs. "
+        "Only with decoder: auto.",
+    )
     tile: TileConfig | None = Field(
         default=None, description="Tiled inference (overlapping slices merged by NMS); default: off."
     )

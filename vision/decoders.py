@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -55,7 +55,7 @@ class Decoder(Protocol):
     @property
     def num_classes(self) -> int | None: ...
 
-    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates: ...
+    def decode(self, output: RawOutput, confidence: float) -> Candidates: ...
 
 
 def _cxcywh_to_xyxy(b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -64,9 +64,19 @@ def _cxcywh_to_xyxy(b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return out.astype(np.float32, copy=False)
 
 
-def _check_batch(output: npt.NDArray[np.float32], family: str) -> npt.NDArray[np.float32]:
-    if output.ndim != 3 or output.shape[0] != 1:
-        raise ModelError(f"{family} decoder expects an output of shape (1, A, B), got {output.shape}")
+RawOutput = npt.NDArray[Any] | tuple[npt.NDArray[Any], ...]
+"""What a session run gives: the one output most heads have, or several (`UltralyticsQuantizedDecoder`)."""
+
+
+def take(raw: RawOutput, i: int) -> RawOutput:
+    """Image `i`'s (1, ...) slice of a batch's raw output."""
+    return tuple(r[i : i + 1] for r in raw) if isinstance(raw, tuple) else raw[i : i + 1]
+
+
+def _check_batch(output: RawOutput, family: str) -> npt.NDArray[np.float32]:
+    if isinstance(output, tuple) or output.ndim != 3 or output.shape[0] != 1:
+        shape = [o.shape for o in output] if isinstance(output, tuple) else output.shape
+        raise ModelError(f"{family} decoder expects one output of shape (1, A, B), got {shape}")
     batch: npt.NDArray[np.float32] = output[0]
     return batch
 
@@ -80,7 +90,7 @@ class UltralyticsDecoder:
     preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
     needs_nms: ClassVar[bool] = True
 
-    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+    def decode(self, output: RawOutput, confidence: float) -> Candidates:
         pred = _check_batch(output, self.family)  # (4+nc, N)
         best = pred[4:].max(axis=0)
         idx = np.flatnonzero(best > confidence)
@@ -129,7 +139,7 @@ class YoloxDecoder:
         object.__setattr__(self, "_grid", grid)
         object.__setattr__(self, "_stride", stride)
 
-    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+    def decode(self, output: RawOutput, confidence: float) -> Candidates:
         pred = _check_batch(output, self.family)  # (N, 5+nc)
         if len(pred) != len(self._grid):
             raise ModelError(
@@ -148,6 +158,78 @@ class YoloxDecoder:
         return Candidates(xyxy, best[idx].astype(np.float32), cls)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class UltralyticsQuantizedDecoder:
+    """A YOLOv8/11 head whose class scores come as the quantised bytes (models/scorehead.py).
+
+    Outputs: boxes (1, 4, N) as in the float head, scores (1, nc, N) uint8, each anchor's byte
+    dequantised with its stride's scale and zero point. The sigmoid is monotonic, so the best
+    byte is the best class and a per-anchor byte threshold finds the candidates; the sigmoid is
+    taken of those only and the float test `score > confidence` then decides, as in the float head.
+    """
+
+    num_classes: int
+    scale: npt.NDArray[np.float32]
+    """Per anchor: its stride's dequantisation scale."""
+    zero_point: npt.NDArray[np.float32]
+    family: ClassVar[str] = "ultralytics-u8scores"
+    preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
+    needs_nms: ClassVar[bool] = True
+    outputs: ClassVar[int] = 2
+    _thresholds: dict[float, npt.NDArray[np.int16]] = field(default_factory=dict, repr=False, compare=False)
+
+    def _threshold(self, confidence: float) -> npt.NDArray[np.int16]:
+        """Per anchor, the largest byte certainly below `confidence` (one step of margin for rounding)."""
+        thr = self._thresholds.get(confidence)
+        if thr is None:
+            if confidence <= 0.0:
+                thr = np.full(len(self.scale), -1, dtype=np.int16)
+            else:
+                logit = np.log(confidence / (1.0 - confidence))
+                zp, scale = self.zero_point.astype(np.float64), self.scale.astype(np.float64)
+                below = np.floor(zp + logit / scale) - 1
+                thr = np.clip(below, -1, 255).astype(np.int16)
+            if len(self._thresholds) < 8:
+                self._thresholds[confidence] = thr
+        return thr
+
+    def decode(self, output: RawOutput, confidence: float) -> Candidates:
+        if not isinstance(output, tuple) or len(output) != 2 or output[1].shape[:2] != (1, self.num_classes):
+            got = [o.shape for o in output] if isinstance(output, tuple) else output.shape
+            raise ModelError(f"{self.family} decoder expects (boxes, byte scores) outputs, got {got}")
+        boxes, scores = output[0][0], output[1][0]
+        best = scores.max(axis=0)
+        idx = np.flatnonzero(best > self._threshold(confidence))
+        # Dequantised exactly as DequantizeLinear does ((q - zero point) * scale in float32).
+        logit = (best[idx].astype(np.float32) - self.zero_point[idx]) * self.scale[idx]
+        score = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        keep = score > confidence
+        idx, score = idx[keep], score[keep]
+        cls = scores[:, idx].argmax(axis=0).astype(np.int32)
+        sub = boxes[:, idx]
+        half = sub[2:4] * np.float32(0.5)
+        xyxy = np.concatenate([sub[0:2] - half, sub[0:2] + half]).T
+        return Candidates(xyxy.astype(np.float32, copy=False), score, cls)
+
+
+def quantised_score_decoder(
+    input_hw: tuple[int, int], metadata: Mapping[str, str], num_classes: int
+) -> UltralyticsQuantizedDecoder:
+    """The decoder of a byte-score copy, its per-stride scale and zero point spread over the anchors."""
+    import json
+
+    try:
+        params = [(float(s), float(z)) for s, z in json.loads(metadata["cityeye_score_quant"])]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"byte-score model without valid cityeye_score_quant metadata: {exc}") from exc
+    if len(params) != len(STRIDES):
+        raise ModelError(f"cityeye_score_quant has {len(params)} strides, expected {len(STRIDES)}")
+    counts = [(input_hw[0] // s) * (input_hw[1] // s) for s in STRIDES]
+    scale = np.repeat(np.array([p[0] for p in params], np.float32), counts)
+    zero = np.repeat(np.array([p[1] for p in params], np.float32), counts)
+    return UltralyticsQuantizedDecoder(num_classes, scale, zero)
+
+
 @dataclass(frozen=True, slots=True)
 class Yolov5Decoder:
     """YOLOv5/v7-style decoded head: (1, 3 * cells, 5+nc) rows of cx, cy, w, h (input pixels), obj, cls.
@@ -161,7 +243,7 @@ class Yolov5Decoder:
     preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
     needs_nms: ClassVar[bool] = True
 
-    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+    def decode(self, output: RawOutput, confidence: float) -> Candidates:
         pred = _check_batch(output, self.family)  # (N, 5+nc)
         idx = np.flatnonzero(pred[:, 4] > confidence)
         p = pred[idx]
@@ -183,7 +265,7 @@ class EndToEndDecoder:
     preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
     needs_nms: ClassVar[bool] = False
 
-    def decode(self, output: npt.NDArray[np.float32], confidence: float) -> Candidates:
+    def decode(self, output: RawOutput, confidence: float) -> Candidates:
         pred = _check_batch(output, self.family)
         keep = pred[:, 4] > confidence
         rows = pred[keep]

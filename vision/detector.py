@@ -27,8 +27,18 @@ from cityeye.models.registry import (
     open_session,
     resolve_model_path,
 )
+from cityeye.models.scorehead import META_KEY as SCORE_META
 from cityeye.vision.config import TileConfig, parse_hw
-from cityeye.vision.decoders import STRIDES, Candidates, Decoder, class_names, select_decoder
+from cityeye.vision.decoders import (
+    STRIDES,
+    Candidates,
+    Decoder,
+    RawOutput,
+    class_names,
+    quantised_score_decoder,
+    select_decoder,
+    take,
+)
 from cityeye.vision.detections import Detections
 from cityeye.vision.letterbox import Letterbox, letterbox
 from cityeye.vision.nms import nms
@@ -46,6 +56,9 @@ _INPUT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float16)": np.float16,
     "tensor(uint8)": np.uint8,  # raw pixel bytes, normalised inside the graph (models/rawinput.py)
 }
+_OUTPUT_DTYPES: dict[str, type[np.generic]] = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
+_BINDABLE = (np.float32, np.uint8)
+"""Output types written straight into our buffers (others, e.g. float16, go through `run`)."""
 _EDGE_PX = 1.0
 """A tile box this close to an interior tile border is taken as cut by it."""
 
@@ -114,6 +127,7 @@ class Detector:
         session: SessionSettings | None = None,
         auto_reshape: bool = True,
         raw_pixels: bool = True,
+        byte_scores: bool = True,
     ) -> None:
         if not 0.0 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
@@ -132,6 +146,7 @@ class Detector:
         self.tile = tile
         self._local = threading.local()
         self._path = self._source = resolve_model_path(path)
+        self._copies: list[str] = []
         self._settings = settings = session or SessionSettings(intra_threads=threads)
         self._session = open_session(self._path, settings)
         hw = None if imgsz is None else parse_hw(imgsz)
@@ -140,17 +155,24 @@ class Detector:
             if derived is not None:
                 self._path = derived
                 self._session = open_session(derived, settings)
-        if raw_pixels:
-            raw = self._derive_raw_pixels()
-            if raw is not None:
-                self._path = raw
-                self._session = open_session(raw, settings)
+        for wanted, derive in ((raw_pixels, "rawinput"), (byte_scores and decoder == "auto", "scorehead")):
+            copy = self._derive_int8_copy(derive) if wanted else None
+            if copy is not None:
+                self._path = copy
+                self._session = open_session(copy, settings)
+                self._copies.append(derive)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
-        self._output_name = self._session.get_outputs()[0].name  # extra outputs (e.g. protos) are not run
-        self._out_shape = self._output_shape()
-        self._out_float = self._session.get_outputs()[0].type == "tensor(float)"
-        self._decoder = select_decoder(self._input_hw, self._out_shape, meta, decoder)
+        outputs = self._session.get_outputs()
+        byte_head = SCORE_META in meta
+        # Extra outputs of other heads (e.g. segmentation protos) are not run.
+        self._output_names = [o.name for o in outputs[: 2 if byte_head else 1]]
+        self._out_specs = self._output_specs()
+        self._out_shape = self._out_specs[0][0]
+        if byte_head:
+            self._decoder: Decoder = quantised_score_decoder(self._input_hw, meta, self._out_specs[1][0][1])
+        else:
+            self._decoder = select_decoder(self._input_hw, self._out_shape, meta, decoder)
         self._names = class_names(meta, self._decoder.num_classes, names)
         self._fixed_batch = fixed_batch
         if batch > 1 and quantises_at_run_time(self._path):
@@ -193,6 +215,7 @@ class Detector:
             tile=cfg.tile,
             auto_reshape=cfg.auto_reshape,
             raw_pixels=cfg.raw_pixels,
+            byte_scores=cfg.byte_scores,
             session=SessionSettings(
                 intra_threads=cfg.threads,
                 inter_threads=cfg.inter_threads,
@@ -223,21 +246,26 @@ class Detector:
 
         return derive_model(self._path, new_hw, dynamic_batch=new_batch or not isinstance(b, int))
 
-    def _derive_raw_pixels(self) -> Path | None:
-        """The cached uint8-input copy of an INT8 model that first quantises its image at 1/255.
+    def _derive_int8_copy(self, kind: str) -> Path | None:
+        """A cached, checked copy of a statically quantised model that skips a float round trip.
 
-        Bit-identical outputs without converting each frame to float (models/rawinput.py); a model
-        this does not apply to, or a failed check, keeps the original.
+        "rawinput": takes pixel bytes when the graph first quantises the image at 1/255 (outputs
+        bit-identical; models/rawinput.py). "scorehead": outputs the class scores as the bytes the
+        head computes instead of their float sigmoid (same candidates, classes and boxes; scores
+        within 1e-6; models/scorehead.py). A model this does not apply to, or a failed check, keeps
+        the file as it is.
         """
-        from cityeye.models.rawinput import derive_raw_pixel_model, takes_raw_pixels
+        from cityeye.models import rawinput, scorehead
 
         try:
-            if not takes_raw_pixels(self._path):
-                return None
-            return derive_raw_pixel_model(self._path)
+            if kind == "rawinput":
+                if rawinput.takes_raw_pixels(self._path):
+                    return rawinput.derive_raw_pixel_model(self._path)
+            elif scorehead.takes_quantised_scores(self._path):
+                return scorehead.derive_quantised_score_model(self._path)
         except (ModelError, OSError) as exc:
-            log.warning("feeding %s float images as it is: %s", self._path, exc)
-            return None
+            log.warning("running %s as it is (%s copy refused): %s", self._path, kind, exc)
+        return None
 
     def _class_ids(self, classes: Sequence[str] | None) -> npt.NDArray[np.int32] | None:
         if classes is None:
@@ -290,24 +318,32 @@ class Detector:
             )
         return inp.name, hw, dtype, fixed_batch
 
-    def _output_shape(self) -> list[int]:
-        """The first output's shape for one image; dynamic models are run once on a blank image."""
-        shape = self._session.get_outputs()[0].shape
-        if len(shape) == 3 and all(isinstance(d, int) for d in shape[1:]):
-            return [1, *(int(d) for d in shape[1:])]
-        if all(isinstance(d, int) for d in shape):
-            return [int(d) for d in shape]
+    def _output_specs(self) -> list[tuple[list[int], type[np.generic]]]:
+        """Each run output's shape for one image and its dtype; dynamic ones from one blank run."""
+        outs = {o.name: o for o in self._session.get_outputs()}
+        specs: list[tuple[list[int], type[np.generic]]] = []
+        for name in self._output_names:
+            o = outs[name]
+            dtype = _OUTPUT_DTYPES.get(o.type, np.float32)
+            if o.shape and len(o.shape) >= 2 and all(isinstance(d, int) for d in o.shape[1:]):
+                specs.append(([1, *(int(d) for d in o.shape[1:])], dtype))
+            else:
+                specs = []
+                break
+        if specs:
+            return specs
         h, w = self._input_hw
         b = self._session.get_inputs()[0].shape[0]
         n = b if isinstance(b, int) and b > 0 else 1
         try:
-            out = self.infer(np.zeros((n, 3, h, w), dtype=self._tensor_dtype))
+            feed = np.zeros((n, 3, h, w), dtype=self._input_dtype)
+            got = self._session.run(self._output_names, {self._input_name: feed})
         except Exception as exc:  # onnxruntime's pybind errors share no base class
             raise ModelError(
                 f"{self._path} does not run at input {w}x{h} ({exc}); give imgsz the size the model was "
                 "exported with"
             ) from exc
-        return [1, *out.shape[1:]]
+        return [([1, *np.asarray(g).shape[1:]], np.asarray(g).dtype.type) for g in got]
 
     @property
     def names(self) -> dict[int, str]:
@@ -336,6 +372,11 @@ class Detector:
     @property
     def settings(self) -> SessionSettings:
         return self._settings
+
+    @property
+    def int8_copies(self) -> tuple[str, ...]:
+        """Which checked INT8 copies the session runs ("rawinput", "scorehead"); () for the file itself."""
+        return tuple(self._copies)
 
     @property
     def decoder(self) -> Decoder:
@@ -388,8 +429,11 @@ class Detector:
             tensor[len(images) :] = 0  # a fixed-batch model's unused slots
         return tensor, geos
 
-    def infer(self, tensor: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Raw model output of a (B, 3, H, W) tensor made by `preprocess`/`preprocess_batch`."""
+    def infer(self, tensor: npt.NDArray[Any]) -> RawOutput:
+        """Raw model output of a (B, 3, H, W) tensor made by `preprocess`/`preprocess_batch`.
+
+        One float32 array for most heads; (boxes, byte scores) for a byte-score copy.
+        """
         if tensor.ndim != 4:
             raise ValueError(f"infer takes a (batch, 3, H, W) tensor, got shape {tensor.shape}")
         if (tensor.dtype == np.uint8) != (self._input_dtype is np.uint8):
@@ -398,34 +442,39 @@ class Detector:
                 "make the tensor with this detector's preprocess() or preprocess_batch()"
             )
         feed = tensor if tensor.dtype == self._input_dtype else tensor.astype(self._input_dtype)
-        out = self._session.run([self._output_name], {self._input_name: feed})[0]
-        return np.asarray(out, dtype=np.float32)
+        outs = self._session.run(self._output_names, {self._input_name: feed})
+        if len(outs) > 1:
+            return tuple(np.asarray(o) for o in outs)
+        return np.asarray(outs[0], dtype=np.float32)
 
-    def _infer_scratch(self, tensor: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    def _infer_scratch(self, tensor: npt.NDArray[Any]) -> RawOutput:
         """`infer` on this thread's scratch tensor, into an output buffer reused by its next call.
 
         onnxruntime's `run` allocates and fills a fresh output array every frame (2.8 MB at 640);
         an IO binding made once per thread and batch size writes into the same memory instead,
         about 0.1 ms per frame. Callers must be done with the output before the next call.
         """
-        if tensor.dtype != self._input_dtype or not self._out_float:
+        if tensor.dtype != self._input_dtype or any(d not in _BINDABLE for _, d in self._out_specs):
             return self.infer(tensor)
-        bound: dict[int, tuple[npt.NDArray[np.float32], Any, npt.NDArray[np.float32]]]
+        bound: dict[int, tuple[npt.NDArray[Any], Any, RawOutput]]
         bound = self._local.__dict__.setdefault("bound", {})
         n = tensor.shape[0]
         entry = bound.get(n)
         if entry is None or entry[0] is not tensor:
-            out = np.empty((n, *self._out_shape[1:]), dtype=np.float32)
             binding = self._session.io_binding()
             binding.bind_cpu_input(self._input_name, tensor)  # references the buffer, no copy
-            binding.bind_output(self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            outs = []
+            for name, (shape, dtype) in zip(self._output_names, self._out_specs, strict=True):
+                out = np.empty((n, *shape[1:]), dtype=dtype)
+                binding.bind_output(name, "cpu", 0, dtype, list(out.shape), out.ctypes.data)
+                outs.append(out)
             if len(bound) >= 2:
                 bound.clear()
-            entry = bound[n] = (tensor, binding, out)
+            entry = bound[n] = (tensor, binding, tuple(outs) if len(outs) > 1 else outs[0])
         self._session.run_with_iobinding(entry[1])
         return entry[2]
 
-    def _decode_keep(self, output: npt.NDArray[np.float32]) -> tuple[Candidates, npt.NDArray[np.intp]]:
+    def _decode_keep(self, output: RawOutput) -> tuple[Candidates, npt.NDArray[np.intp]]:
         """Decoded, class-filtered candidates of one image (input-tensor pixels) and those NMS keeps."""
         cand = self._decoder.decode(output, self.confidence)
         if self._class_filter is not None and len(cand):
@@ -436,12 +485,12 @@ class Detector:
             return cand, nms(cand.xyxy, cand.score, self.iou, cls, max_det=self.max_det)
         return cand, np.argsort(-cand.score, kind="stable")[: self.max_det]
 
-    def _candidates(self, output: npt.NDArray[np.float32]) -> Candidates:
+    def _candidates(self, output: RawOutput) -> Candidates:
         """Decoded, class-filtered and NMS-ed boxes of one image, in input-tensor pixels."""
         cand, keep = self._decode_keep(output)
         return Candidates(cand.xyxy[keep], cand.score[keep], cand.class_id[keep])
 
-    def postprocess(self, output: npt.NDArray[np.float32], geo: Letterbox) -> Detections:
+    def postprocess(self, output: RawOutput, geo: Letterbox) -> Detections:
         """Detections of one image from its (1, ...) slice of the model output."""
         cand, keep = self._decode_keep(output)
         xyxy = geo.boxes_to_image(cand.xyxy[keep])
@@ -471,7 +520,7 @@ class Detector:
             chunk = images[start : start + step]
             tensor, geos = self.preprocess_batch(chunk, reuse=True)
             raw = self._infer_scratch(tensor)
-            out += [self.postprocess(raw[i : i + 1], g) for i, g in enumerate(geos)]
+            out += [self.postprocess(take(raw, i), g) for i, g in enumerate(geos)]
         return out
 
     def _run_crops(self, crops: list[npt.NDArray[np.uint8]]) -> list[tuple[Candidates, Letterbox]]:
@@ -479,7 +528,7 @@ class Detector:
         for start in range(0, len(crops), self.batch):
             tensor, geos = self.preprocess_batch(crops[start : start + self.batch], reuse=True)
             raw = self.infer(tensor)
-            results += [(self._candidates(raw[i : i + 1]), g) for i, g in enumerate(geos)]
+            results += [(self._candidates(take(raw, i)), g) for i, g in enumerate(geos)]
         return results
 
     def _detect_tiled(self, image_bgr: npt.NDArray[np.uint8]) -> Detections:

@@ -41,8 +41,13 @@ def zone_json(state: SpaceState | AreaState) -> dict[str, Any]:
     """The `occupancy` output contract for one zone: exactly these keys per kind."""
     if isinstance(state, SpaceState):
         return {"id": state.id, "kind": "space", "occupied": state.occupied, "score": round(state.score, 4)}
-    return {"id": state.id, "kind": "area", "vehicles": state.vehicles, "capacity": state.capacity,
-            "free": state.free}
+    return {
+        "id": state.id,
+        "kind": "area",
+        "vehicles": state.vehicles,
+        "capacity": state.capacity,
+        "free": state.free,
+    }
 
 
 def run_occupancy(args: argparse.Namespace) -> int:
@@ -61,8 +66,9 @@ def run_occupancy(args: argparse.Namespace) -> int:
         raise _usage_error(f"{args.zones}: has no space or area zones to judge (only lines)")
     detector = Detector(args.model, imgsz=args.imgsz, confidence=args.confidence)
     # The same pass and rule as the edge's parking analyser, without its memory across frames.
-    tiler = ZoneDetector(detector, zones, args.tiles, confidence=args.confidence,
-                         exposure_target=args.exposure_target or None)
+    tiler = ZoneDetector(
+        detector, zones, args.tiles, confidence=args.confidence, exposure_target=args.exposure_target or None
+    )
     judge = OccupancyJudge(zones, args.rule, args.motorcycles_per_car)
     for path in tqdm(args.images, desc="occupancy", unit="img", file=sys.stderr, disable=None):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -218,13 +224,17 @@ def run_project(args: argparse.Namespace) -> int:
     proj = draw_zones(np.asarray(image, dtype=np.uint8), zones, calibration)
     if not cv2.imwrite(args.out, proj.image):
         raise _usage_error(f"{args.out}: cannot write the image (give a .png or .jpg in a writable folder)")
-    print(json.dumps({
-        "out": args.out,
-        "zones": len(zones),
-        "outside": proj.outside,
-        "partial": proj.partial,
-        "calibration_rms_m": None if calibration is None else calibration.reprojection_error_m(),
-    }))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "zones": len(zones),
+                "outside": proj.outside,
+                "partial": proj.partial,
+                "calibration_rms_m": None if calibration is None else calibration.reprojection_error_m(),
+            }
+        )
+    )
     return 0
 
 
@@ -236,19 +246,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", help="ONNX detector (default: $CITYEYE_MODEL, else the shipped model)")
     p.add_argument("--imgsz", type=int, help="detector input size (default: the model's own)")
     parking = ParkingConfig()
-    p.add_argument("--confidence", type=float, default=parking.confidence,
-                   help=f"detection cut of the tiled pass (default {parking.confidence}, as on the edge)")
-    p.add_argument("--tiles", type=float, nargs="*", default=parking.tiles, metavar="BAY_PX",
-                   help="tiling passes as bay sizes in model pixels (default "
-                        f"{' '.join(f'{t:g}' for t in parking.tiles)}; none = one whole-frame pass)")
-    p.add_argument("--rule", type=_rule, default=DEFAULT_RULE,
-                   help="occupancy rule: footprint[:LIFT], bottom, point[:LIFT], overlap[:MIN], "
-                        f"overlap-box[:MIN] (default {DEFAULT_RULE})")
-    p.add_argument("--exposure-target", type=float, default=parking.exposure_target,
-                   help="brighten tiles darker than this median grey level "
-                        f"(default {parking.exposure_target}; 0 = never)")
-    p.add_argument("--motorcycles-per-car", type=float, default=parking.motorcycles_per_car,
-                   help=f"two-wheelers per car place in areas (default {parking.motorcycles_per_car})")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=parking.confidence,
+        help=f"detection cut of the tiled pass (default {parking.confidence}, as on the edge)",
+    )
+    p.add_argument(
+        "--tiles",
+        type=float,
+        nargs="*",
+        default=parking.tiles,
+        metavar="BAY_PX",
+        help="tiling passes as bay sizes in model pixels (default "
+        f"{' '.join(f'{t:g}' for t in parking.tiles)}; none = one whole-frame pass)",
+    )
+    p.add_argument(
+        "--rule",
+        type=_rule,
+        default=DEFAULT_RULE,
+        help="occupancy rule: footprint[:LIFT], bottom, point[:LIFT], overlap[:MIN], "
+        f"overlap-box[:MIN] (default {DEFAULT_RULE})",
+    )
+    p.add_argument(
+        "--exposure-target",
+        type=float,
+        default=parking.exposure_target,
+        help="brighten tiles darker than this median grey level "
+        f"(default {parking.exposure_target}; 0 = never)",
+    )
+    p.add_argument(
+        "--motorcycles-per-car",
+        type=float,
+        default=parking.motorcycles_per_car,
+        help=f"two-wheelers per car place in areas (default {parking.motorcycles_per_car})",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.set_defaults(func=run_occupancy)
 
@@ -261,8 +293,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     iu = zsub.add_parser("import-ultralytics", help="Ultralytics bounding_boxes.json -> pixel space polygons")
     iu.add_argument("json_file", metavar="bounding_boxes.json")
     iu.add_argument("--out", help="output GeoJSON (default: stdout)")
-    iu.add_argument("--scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("SX", "SY"),
-                    help="multiply x and y, for a frame size other than the one the boxes were drawn on")
+    iu.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        default=(1.0, 1.0),
+        metavar=("SX", "SY"),
+        help="multiply x and y, for a frame size other than the one the boxes were drawn on",
+    )
     iu.set_defaults(func=run_import_ultralytics)
     il = zsub.add_parser("import-labelme", help="labelme JSON line shapes -> pixel counting lines")
     il.add_argument("json_file", metavar="FILE.json")
@@ -283,6 +321,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     c = sub.add_parser("calibrate", help="fit a calibration file; print the homography and its errors")
     c.add_argument("calibration", metavar="CAL.json")
-    c.add_argument("--max-error-m", type=float,
-                   help="exit 2 when a pair is off by more than this, fitted or left out (metres)")
+    c.add_argument(
+        "--max-error-m",
+        type=float,
+        help="exit 2 when a pair is off by more than this, fitted or left out (metres)",
+    )
     c.set_defaults(func=run_calibrate)

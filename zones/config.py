@@ -19,7 +19,9 @@ class ParkingConfig(BaseModel):
         "`bottom`, `point[:LIFT]` or `overlap[:T]`/`overlap-box[:T]`; see zones/occupancy.py.",
     )
     confidence: float = Field(
-        default=0.1, gt=0.0, lt=1.0,
+        default=0.1,
+        gt=0.0,
+        lt=1.0,
         description="Detection cut of the parking camera's own tiled pass (the rule's assignment and size "
         "checks reject most stray boxes, so it sits below the model's general cut).",
     )
@@ -29,12 +31,15 @@ class ParkingConfig(BaseModel):
         "has that size); [] = one whole-frame pass. See zones/tiling.py.",
     )
     exposure_target: float | None = Field(
-        default=110.0, gt=0, le=255,
+        default=110.0,
+        gt=0,
+        le=255,
         description="Tiles darker than this median grey level are brightened to it before detection (dawn, "
         "dusk); None: never.",
     )
     motorcycles_per_car: float = Field(
-        default=4.0, ge=1.0,
+        default=4.0,
+        ge=1.0,
         description="Motorcycles (or bicycles) that fit in one car place, for area capacity; zone property "
         "`motorcycles_per_car` overrides.",
     )
@@ -49,7 +54,9 @@ class ParkingConfig(BaseModel):
     exit_frames: int = Field(default=2, ge=1, description="Free observations in a row to free a space.")
     exit_s: float = Field(default=0.0, ge=0, description="...and at least these seconds since the first.")
     occlusion_motion: float = Field(
-        default=0.2, gt=0.0, le=1.0,
+        default=0.2,
+        gt=0.0,
+        le=1.0,
         description="Share of a space's pixels changed since the previous frame above which the space is "
         "occluded (a passing car or pedestrian): its state is held, not re-judged.",
     )
@@ -57,7 +64,8 @@ class ParkingConfig(BaseModel):
         default=600.0, ge=0, description="Longest hold; after it the frame's own evidence is used again."
     )
     max_dwell_s: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="Dwell limit of every space (overstay event once per stay); zone property "
         "`max_dwell_s` overrides; None: no limit.",
     )
@@ -65,7 +73,9 @@ class ParkingConfig(BaseModel):
         default=True, description="Skip detection while the zones' part of the frame has not changed."
     )
     motion_threshold: float = Field(
-        default=0.25, gt=0.0, le=1.0,
+        default=0.25,
+        gt=0.0,
+        le=1.0,
         description="Motion gate: share of one bay's pixels (summed over the zones) that must change.",
     )
     max_skip_s: float = Field(
@@ -109,18 +119,24 @@ class TrafficConfig(BaseModel):
         default=2.0, ge=0, description="Seconds after a bin ends before it is published (late crossings)."
     )
     provisional_s: float = Field(
-        default=15.0, ge=0, description="Seconds between provisional publications of the running bin "
+        default=15.0,
+        ge=0,
+        description="Seconds between provisional publications of the running bin "
         "(each replaces the last at the centre; 0 = publish a bin only once it has ended).",
     )
     min_hits: int = Field(default=3, ge=1, description="Detections a track needs before it is counted.")
     min_displacement_px: float = Field(
-        default=4.0, ge=0, description="Pixels beyond the line the anchor must reach to confirm a crossing.",
+        default=4.0,
+        ge=0,
+        description="Pixels beyond the line the anchor must reach to confirm a crossing.",
     )
     min_displacement_frac: float = Field(
         default=0.1, ge=0, description="Same, as a fraction of the box height (the larger of the two wins)."
     )
     cooldown_s: float = Field(
-        default=2.0, ge=0, description="Seconds in which a re-crossing or a new id at the same place is "
+        default=2.0,
+        ge=0,
+        description="Seconds in which a re-crossing or a new id at the same place is "
         "the same vehicle (id-switch guard).",
     )
     track_high_thresh: float = Field(
@@ -139,7 +155,10 @@ class TrafficConfig(BaseModel):
         default=1.0, ge=0, description="Seconds a track survives without detections (occlusions)."
     )
     match_buffer: float = Field(
-        default=0.3, ge=0, le=2, description="C-BIoU box buffer for association (0 = plain ByteTrack IoU); "
+        default=0.3,
+        ge=0,
+        le=2,
+        description="C-BIoU box buffer for association (0 = plain ByteTrack IoU); "
         "keeps fast two-wheelers tracked when frames are skipped.",
     )
     class_map: dict[str, str] = Field(

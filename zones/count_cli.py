@@ -204,7 +204,7 @@ def run_count(args: argparse.Namespace) -> int:
     zones = load_zones(args.zones, calibration)
     if not any(z.kind == "line" for z in zones) and not args.areas:
         raise UsageError(
-            f"{args.zones} has no line zones; draw LineStrings with properties.kind \"line\" "
+            f'{args.zones} has no line zones; draw LineStrings with properties.kind "line" '
             "(or import them: cityeye zones import-labelme), or pass --areas to count polygon entries"
         )
     if not args.areas:
@@ -226,15 +226,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "on stdout, progress on stderr. Classes: " + ", ".join(COUNTED_CLASSES) + ".",
     )
     p.add_argument("video", metavar="VIDEO", help="video file (anything FFmpeg decodes)")
-    p.add_argument("--zones", required=True, help="GeoJSON with line zones (LineString, kind \"line\")")
+    p.add_argument("--zones", required=True, help='GeoJSON with line zones (LineString, kind "line")')
     p.add_argument("--calibration", help="calibration JSON: WGS84 zones, and speeds in km/h")
     p.add_argument("--model", help="ONNX detector (default: $CITYEYE_MODEL, else the shipped model)")
     p.add_argument("--imgsz", type=int, help="detector input size (dynamic models only)")
     p.add_argument("--conf", type=float, help="detector confidence (default: the tracker's low threshold)")
     p.add_argument("--stride", type=int, default=1, help="analyse every N-th frame (default 1 = all)")
     p.add_argument("--anchor", choices=("center", "bottom"), help="box point that crosses lines")
-    p.add_argument("--traffic-config", metavar="YAML",
-                   help="traffic settings, as under a camera's `traffic:` key")
+    p.add_argument(
+        "--traffic-config", metavar="YAML", help="traffic settings, as under a camera's `traffic:` key"
+    )
     p.add_argument("--areas", action="store_true", help="also count entries/exits of polygon zones")
     p.add_argument("--crossings", action="store_true", help="list every crossing with its frame number")
     p.add_argument("--json", action="store_true", help="compact JSON on one line")

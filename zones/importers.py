@@ -109,8 +109,10 @@ def import_pklot(xml_path: str | Path) -> FeatureCollection:
     rotated rectangle.
     """
     p, root, spaces = _parse_pklot(xml_path)
-    features = [_feature(sid, _pklot_ring(sp, f"{p}: <space> #{i} (id {sid!r}): "), "pklot")
-                for i, (sid, sp) in enumerate(spaces)]
+    features = [
+        _feature(sid, _pklot_ring(sp, f"{p}: <space> #{i} (id {sid!r}): "), "pklot")
+        for i, (sid, sp) in enumerate(spaces)
+    ]
     if not features:
         raise ZoneError(f"{p}: no <space> elements; nothing to import")
     return _collection(features, {"format": "pklot", "file": p.name, "parking": root.get("id")})
@@ -157,9 +159,9 @@ def import_ultralytics(json_path: str | Path, scale: tuple[float, float] = (1, 1
         try:
             arr = np.asarray(pts, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ZoneError(f"{where}\"points\" is not a list of [x, y] numbers") from None
+            raise ZoneError(f'{where}"points" is not a list of [x, y] numbers') from None
         if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 3 or not np.isfinite(arr).all():
-            raise ZoneError(f"{where}\"points\" must be 3 or more [x, y] pairs")
+            raise ZoneError(f'{where}"points" must be 3 or more [x, y] pairs')
         arr = arr * np.array([sx, sy])
         features.append(_feature(zid, arr.tolist(), "ultralytics"))
     if not features:
@@ -206,9 +208,9 @@ def import_labelme(json_path: str | Path) -> FeatureCollection:
         try:
             arr = np.asarray(shape.get("points"), dtype=np.float64)
         except (TypeError, ValueError):
-            raise ZoneError(f"{where}\"points\" is not a list of [x, y] numbers") from None
+            raise ZoneError(f'{where}"points" is not a list of [x, y] numbers') from None
         if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
-            raise ZoneError(f"{where}\"points\" must be [x, y] pairs")
+            raise ZoneError(f'{where}"points" must be [x, y] pairs')
         if len(np.unique(arr, axis=0)) < 2:
             raise ZoneError(f"{where}a line needs 2 distinct points")
         used[label] = used.get(label, 0) + 1
@@ -221,7 +223,7 @@ def import_labelme(json_path: str | Path) -> FeatureCollection:
         })  # fmt: skip
     if not features:
         raise ZoneError(
-            f"{p}: no line shapes (shape_type \"line\" or \"linestrip\"); draw counting lines with "
+            f'{p}: no line shapes (shape_type "line" or "linestrip"); draw counting lines with '
             "labelme's Create Line tool"
         )
     source = {

@@ -117,7 +117,7 @@ def _feature_id(feat: dict[str, Any], props: dict[str, Any], where: str) -> str:
     elif pid is not None and str(pid) != str(raw):
         raise ZoneError(f"{where}feature id {raw!r} and properties.id {pid!r} disagree; keep one of them")
     if raw is None:
-        raise ZoneError(f"{where}has no id; give every feature \"id\" (or properties.id) unique in the file")
+        raise ZoneError(f'{where}has no id; give every feature "id" (or properties.id) unique in the file')
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ZoneError(f"{where}id {raw!r} must be a string or an integer")
     zid = str(raw)
@@ -177,20 +177,22 @@ def parse_zones(
     """
     where = _Where(source)
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
-        raise ZoneError(f"{where()}not a GeoJSON FeatureCollection (the top level needs \"type\": "
-                        "\"FeatureCollection\" and \"features\": [...])")
+        raise ZoneError(
+            f'{where()}not a GeoJSON FeatureCollection (the top level needs "type": '
+            '"FeatureCollection" and "features": [...])'
+        )
     features = data.get("features")
     if not isinstance(features, list):
-        raise ZoneError(f"{where()}\"features\" must be a list")
+        raise ZoneError(f'{where()}"features" must be a list')
     declared = data.get(COORDINATES_MEMBER)
     if declared is not None and declared not in ("pixel", "wgs84"):
-        raise ZoneError(f"{where()}\"{COORDINATES_MEMBER}\" is {declared!r}; use \"pixel\" or \"wgs84\"")
+        raise ZoneError(f'{where()}"{COORDINATES_MEMBER}" is {declared!r}; use "pixel" or "wgs84"')
     system: CoordinateSystem = declared or coordinates or ("wgs84" if calibration is not None else "pixel")
     if system == "wgs84" and calibration is None:
         raise ZoneError(
             f"{where()}zones are in WGS84 lon/lat but no calibration was given; pass the camera's "
             f"calibration (--calibration CAL.json) or, for image coordinates, set "
-            f"\"{COORDINATES_MEMBER}\": \"pixel\""
+            f'"{COORDINATES_MEMBER}": "pixel"'
         )
 
     zones: list[Zone] = []
@@ -222,7 +224,7 @@ def _parse_feature(
     kind = props.get("kind")
     if kind not in _GEOMETRY:
         what = "has no properties.kind" if kind is None else f"has properties.kind {kind!r}"
-        raise ZoneError(f"{at}{what}; use \"space\", \"area\" or \"line\"")
+        raise ZoneError(f'{at}{what}; use "space", "area" or "line"')
     geom = feat.get("geometry")
     gtype = geom.get("type") if isinstance(geom, dict) else None
     if not isinstance(geom, dict) or gtype != _GEOMETRY[kind]:
@@ -284,16 +286,22 @@ def _locate(
     if system == "pixel":
         lonlat = calibration.pixel_to_lonlat(coords)
         if not np.isfinite(lonlat).all():
-            raise ZoneError(f"{at}reaches above the horizon of the calibration {cal_name}; "
-                            "no ground position exists there")
+            raise ZoneError(
+                f"{at}reaches above the horizon of the calibration {cal_name}; "
+                "no ground position exists there"
+            )
         return coords, lonlat
     if (np.abs(coords[:, 0]) > 180).any() or (np.abs(coords[:, 1]) > 90).any():
-        raise ZoneError(f"{at}coordinates are not lon/lat degrees (they look like pixels); set "
-                        f"\"{COORDINATES_MEMBER}\": \"pixel\" on the collection")
+        raise ZoneError(
+            f"{at}coordinates are not lon/lat degrees (they look like pixels); set "
+            f'"{COORDINATES_MEMBER}": "pixel" on the collection'
+        )
     pixels = calibration.lonlat_to_pixel(coords)
     if not np.isfinite(pixels).all():
-        raise ZoneError(f"{at}lies behind the camera of the calibration {cal_name}; "
-                        "check the zone and the calibration belong to the same camera")
+        raise ZoneError(
+            f"{at}lies behind the camera of the calibration {cal_name}; "
+            "check the zone and the calibration belong to the same camera"
+        )
     return pixels, coords
 
 

@@ -104,8 +104,10 @@ class OccupancyRule:
             if value is None:
                 return cls(method="overlap", normalise=norm)
             return cls(method="overlap", min_overlap=value, normalise=norm)
-        raise ValueError(f"unknown occupancy rule {text!r}; use footprint[:LIFT], bottom, point[:LIFT], "
-                         "overlap[:MIN] or overlap-box[:MIN]")
+        raise ValueError(
+            f"unknown occupancy rule {text!r}; use footprint[:LIFT], bottom, point[:LIFT], "
+            "overlap[:MIN] or overlap-box[:MIN]"
+        )
 
     def __str__(self) -> str:
         if self.method == "footprint":
@@ -204,8 +206,9 @@ class OccupancyJudge:
         if not m or not self._is_space.any():
             return vehicle
         r = self.rule
-        pts = np.concatenate([reference_points(veh, lift) for lift in (r.lift - r.spread, r.lift,
-                                                                         r.lift + r.spread)])
+        pts = np.concatenate(
+            [reference_points(veh, lift) for lift in (r.lift - r.spread, r.lift, r.lift + r.spread)]
+        )
         zi, pi = self._point_pairs(pts)
         pairs = np.unique(np.stack([zi, pi % m], axis=1), axis=0)
         pairs = pairs[self._is_space[pairs[:, 0]]]
@@ -275,16 +278,36 @@ class OccupancyJudge:
         for k, z in enumerate(self.zones):
             c = z.centroid_lonlat
             lon, lat = (None, None) if c is None else c
-            common = {"id": z.id, "name": z.name, "lot": z.lot, "lon": lon, "lat": lat,
-                      "vehicle": zone_vehicle(z)}
+            common = {
+                "id": z.id,
+                "name": z.name,
+                "lot": z.lot,
+                "lon": lon,
+                "lat": lat,
+                "vehicle": zone_vehicle(z),
+            }
             if z.kind == "space":
-                out.append(SpaceState(**common, occupied=bool(occ[k]), score=float(min(max(sc[k], 0.0), 1.0)),
-                                      since=None if since is None else since[k]))
+                out.append(
+                    SpaceState(
+                        **common,
+                        occupied=bool(occ[k]),
+                        score=float(min(max(sc[k], 0.0), 1.0)),
+                        since=None if since is None else since[k],
+                    )
+                )
             else:
                 assert z.capacity is not None
                 cars, two = int(obs.cars[k]), int(obs.two_wheelers[k])
-                out.append(AreaState(**common, vehicles=cars + two, capacity=z.capacity, cars=cars,
-                                     motorcycles=two, used=self.used_places(z, cars, two)))
+                out.append(
+                    AreaState(
+                        **common,
+                        vehicles=cars + two,
+                        capacity=z.capacity,
+                        cars=cars,
+                        motorcycles=two,
+                        used=self.used_places(z, cars, two),
+                    )
+                )
         return out
 
     def used_places(self, zone: Zone, cars: int, two_wheelers: int) -> float:

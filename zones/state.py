@@ -56,8 +56,9 @@ def load_state(path: Path, now: datetime, max_age_s: float) -> dict[str, Any] | 
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
-            raise ValueError(f"version {doc.get('version') if isinstance(doc, dict) else None!r}, "
-                             f"expected {STATE_VERSION}")
+            raise ValueError(
+                f"version {doc.get('version') if isinstance(doc, dict) else None!r}, expected {STATE_VERSION}"
+            )
         saved_at = datetime.fromisoformat(doc["saved_at"])
         spaces = doc["spaces"]
         if not isinstance(spaces, dict):

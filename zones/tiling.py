@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+from cityeye.vision.decoders import take
 from cityeye.vision.detections import VEHICLE_LABELS, Detections
 from cityeye.vision.detector import Detector
 from cityeye.vision.nms import nms
@@ -202,7 +203,7 @@ class ZoneDetector:
             tensor, geos = det.preprocess_batch(crops)
             raw = det.infer(tensor)
             for i, (win, geo) in enumerate(zip(chunk, geos, strict=True)):
-                cand = det.decoder.decode(raw[i : i + 1], self.confidence)
+                cand = det.decoder.decode(take(raw, i), self.confidence)
                 veh = np.isin(cand.class_id, self._vehicle_ids)
                 xyxy = geo.boxes_to_image(cand.xyxy[veh])
                 keep = self._uncut(xyxy, win, plan, (h, w))
