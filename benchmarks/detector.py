@@ -80,10 +80,12 @@ class Timer:
 
     - steady state (the reported `ours_over_ceiling`): a pass over the frames for each side, frame
       after frame on one session, as a camera stream runs; the ceiling's pass is back-to-back runs.
-    - interleaved (`..._interleaved`): ours and the ceiling alternate chunk by chunk, so each of
-      our frames follows a ceiling run (a fresh output allocation, another input tensor) and each
-      ceiling run follows our post-processing. It reads 0.01-0.02 lower for us than the steady
-      state on this machine; both are printed.
+      The ratio is the median over rounds of each round's ratio of medians, so a burst of load on
+      this shared machine that spoils one pass spoils one round, not the estimate.
+    - interleaved (`..._interleaved`): ours and the ceiling alternate chunk by chunk (the median of
+      adjacent pairs' ratios), so each of our frames follows a ceiling run (a fresh output
+      allocation, another input tensor) and each ceiling run follows our post-processing. It tends
+      to read lower for us than the steady state; both are printed.
 
     Every pass starts with one untimed run on the session about to be timed: a session whose
     threads were asleep or whose weights another session evicted pays 0.3-0.4 ms on its next run
@@ -111,6 +113,9 @@ class Timer:
         self.s: dict[str, list[float]] = {
             k: [] for k in ("ours", "ceiling", "ceiling_run", "ours_il", "ceiling_il")
         }
+        self.round_ratio: list[float] = []
+        self.round_ratio_run: list[float] = []
+        self.pair_ratio: list[float] = []
         for c, x in zip(self.chunks, self.ready, strict=True):  # warm-up: first runs allocate
             det.detect_batch(c)
             det.session.run(None, {self.name: x})
@@ -132,10 +137,15 @@ class Timer:
 
     def round(self) -> None:
         sess = self.det.session
-        self.s["ours"] += self._pass(sess, self.ready, ours=True)
-        self.s["ceiling_run"] += self._pass(sess, self.ready, ours=False)
-        if self.file is not None:
-            self.s["ceiling"] += self._pass(self.file.session, self.file_ready, ours=False)
+        ours = self._pass(sess, self.ready, ours=True)
+        run = self._pass(sess, self.ready, ours=False)
+        ceiling = self._pass(self.file.session, self.file_ready, ours=False) if self.file else run
+        self.s["ours"] += ours
+        self.s["ceiling_run"] += run
+        self.s["ceiling"] += ceiling
+        # Per-round ratios: a burst of load on this shared machine spoils a round, not the estimate.
+        self.round_ratio.append(statistics.median(ceiling) / statistics.median(ours))
+        self.round_ratio_run.append(statistics.median(run) / statistics.median(ours))
         sess.run(None, {self.name: self.ready[0]})
         for c, x in zip(self.chunks, self.ready, strict=True):
             t0 = time.perf_counter()
@@ -145,24 +155,26 @@ class Timer:
             t2 = time.perf_counter()
             self.s["ours_il"].append((t1 - t0) / len(c))
             self.s["ceiling_il"].append((t2 - t1) / len(c))
+            self.pair_ratio.append((t2 - t1) / (t1 - t0))
 
     def summary(self) -> dict[str, Any]:
         m = {k: statistics.median(v) for k, v in self.s.items() if v}
-        o, r = m["ours"], m["ceiling_run"]
-        c = m.get("ceiling", r)
+        o, r, c = m["ours"], m["ceiling_run"], m["ceiling"]
         out: dict[str, Any] = {
             "ours_ms_per_frame": round(o * 1000, 3),
             "ceiling_ms_per_frame": round(c * 1000, 3),
             "ours_fps": round(1 / o, 2),
             "ceiling_fps": round(1 / c, 2),
-            "ours_over_ceiling": round(c / o, 4),
-            "ours_over_ceiling_interleaved": round(m["ceiling_il"] / m["ours_il"], 4),
+            # Median over rounds of each round's ratio of medians (steady state, paired by round).
+            "ours_over_ceiling": round(statistics.median(self.round_ratio), 4),
+            # Median over chunks of ceiling/ours for adjacent pairs (interleaved).
+            "ours_over_ceiling_interleaved": round(statistics.median(self.pair_ratio), 4),
             "samples": len(self.s["ours"]),
         }
         if self.file is not None:
             out["graph_run"] = f"checked INT8 copy of the file: {', '.join(self.det.int8_copies)}"
             out["ceiling_of_graph_run_ms_per_frame"] = round(r * 1000, 3)
-            out["ours_over_ceiling_of_graph_run"] = round(r / o, 4)
+            out["ours_over_ceiling_of_graph_run"] = round(statistics.median(self.round_ratio_run), 4)
         return out
 
 
@@ -375,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         if ultra is not None:
             ultra.round()
+            # Its session's threads spin for a while after a run (onnxruntime's default); let them
+            # go to sleep rather than charge the next configuration's first pass for them.
+            time.sleep(0.3)
         for _, timer in timers.values():
             timer.round()
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
