@@ -219,11 +219,15 @@ def detrac_recall(det: Detector) -> float:
 
 def pucpr_recall(det: Detector) -> dict[str, Any]:
     """Labelled occupied bays holding a detected vehicle's box centre, and vehicles found per frame."""
-    per_frame = []
+    per_frame: list[dict[str, Any]] = []
+    found_per_frame: list[int] = []
     hit = total = 0
     for xml in sorted(PUCPR.glob("*.xml")):
         img = cv2.imread(str(xml.with_suffix(".jpg")))
-        d = det.detect(img).vehicles()
+        if img is None:
+            raise SystemExit(f"cannot read {xml.with_suffix('.jpg')}")
+        d = det.detect(np.asarray(img, dtype=np.uint8)).vehicles()
+        found_per_frame.append(len(d))
         centres = np.stack([(d.xyxy[:, 0] + d.xyxy[:, 2]) / 2, (d.xyxy[:, 1] + d.xyxy[:, 3]) / 2], axis=1)
         occupied = 0
         found = 0
@@ -251,7 +255,7 @@ def pucpr_recall(det: Detector) -> dict[str, Any]:
         total += occupied
     return {
         "occupied_bay_recall": round(hit / total, 4) if total else None,
-        "vehicles_found_per_frame": round(statistics.mean(f["vehicles_found"] for f in per_frame), 1),
+        "vehicles_found_per_frame": round(statistics.mean(found_per_frame), 1),
         "frames": per_frame,
     }
 
@@ -379,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append({**meta, "skipped": str(exc).split(";")[0]})
                 continue
             timers[f"{mname}_{sname}_b{batch}"] = (meta, Timer(det, images, batch))
+            if det.int8_copies:
+                # The same file without the INT8 copies: what they are worth, in the same run.
+                plain = Detector(path, batch=batch, session=session, raw_pixels=False, byte_scores=False)
+                meta_plain = {**meta, "model": f"{mname} (file as is, no INT8 copies)"}
+                timers[f"{mname}_{sname}_b{batch}_plain"] = (meta_plain, Timer(plain, images, batch))
     ultra = (
         UltralyticsTimer(args.ultralytics_python, models["fp32"], frame_paths)
         if args.ultralytics_python
@@ -431,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     best = max(
         (c for c in result["configs"] if f"{c['model']}_{c['imgsz']}" in allowed), key=lambda c: c["ours_fps"]
     )
+    for name, (_meta, t) in timers.items():  # INT8 copies: ours with them over ours without
+        without = timers.get(f"{name}_plain")
+        if without is not None:
+            result.setdefault("int8_copies_speedup", {})[name] = round(
+                statistics.median(without[1].s["ours"]) / statistics.median(t.s["ours"]), 4
+            )
     result["best_config"] = best
 
     if ultra is not None:

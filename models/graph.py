@@ -19,7 +19,6 @@ anchor count the decoders expect.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from cityeye.models.registry import ModelError, SessionSettings, cache_dir, open_session, sha256_file
+from cityeye.models.registry import ModelError, SessionSettings, cached_copy, open_session, save_checked
 
 if TYPE_CHECKING:
     import onnx
@@ -140,18 +139,16 @@ def reshape_model(
     graphs without baked anchor grids, e.g. YOLOX), None to keep the size. The file is written only
     after the check passed; a failed check raises ModelError and leaves nothing behind.
     """
-    import onnx
-
     model, old_hw, new_hw, edited, replaced = _rewrite(source, imgsz, dynamic_batch)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # workers deriving the same copy do not collide
-    onnx.save(model, str(tmp))
-    try:
-        report = _check(source, tmp, old_hw, new_hw, dynamic_batch, check_image, edited, replaced)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
+    reports: list[ReshapeReport] = []
+    save_checked(
+        model,
+        out,
+        lambda tmp: reports.append(
+            _check(source, tmp, old_hw, new_hw, dynamic_batch, check_image, edited, replaced)
+        ),
+    )
+    report = reports[0]
     return ReshapeReport(**{**{f: getattr(report, f) for f in report.__slots__}, "out": str(out)})
 
 
@@ -348,10 +345,10 @@ def derive_model(source: Path, imgsz: tuple[int, int] | None, dynamic_batch: boo
             f"onnx package (pip install onnx), or run `cityeye models reshape {source} {what}` where it is "
             "installed and point model.path at the result"
         ) from None
-    digest = sha256_file(source)
     size = f"_{imgsz[0]}x{imgsz[1]}" if imgsz else ""
-    out = cache_dir() / f"{source.stem}-{digest[:12]}_{'b-dyn' if dynamic_batch else 'b1'}{size}.onnx"
-    if not out.exists():
-        log.info("deriving %s from %s (graph edit, checked against the original)", out.name, source)
-        reshape_model(source, out, imgsz=imgsz, dynamic_batch=dynamic_batch)
-    return out
+    return cached_copy(
+        source,
+        f"{'b-dyn' if dynamic_batch else 'b1'}{size}",
+        lambda src, out: reshape_model(src, out, imgsz=imgsz, dynamic_batch=dynamic_batch),
+        "graph edit",
+    )

@@ -11,19 +11,15 @@ below confirms by running both graphs on an image holding every value in every c
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cityeye.models.registry import ModelError, SessionSettings, cache_dir, open_session, sha256_file
+from cityeye.models.registry import ModelError, SessionSettings, cached_copy, open_session, save_checked
 
 if TYPE_CHECKING:
     import onnx
-
-log = logging.getLogger(__name__)
 
 _SCALE = np.float32(1.0 / 255.0)
 
@@ -94,15 +90,7 @@ def raw_pixel_model(source: Path, out: Path) -> None:
                 raise ModelError(f"{source}: the quantised image is itself a graph output; not editable")
         graph.node.remove(node)
     graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.UINT8
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    onnx.save(model, str(tmp))
-    try:
-        _check(source, tmp)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
+    save_checked(model, out, lambda candidate: _check(source, candidate))
 
 
 def _check(source: Path, candidate: Path) -> None:
@@ -133,8 +121,4 @@ def _check(source: Path, candidate: Path) -> None:
 
 def derive_raw_pixel_model(source: Path) -> Path:
     """The model-cache raw-pixel copy of `source`, made once (named after its content hash) and reused."""
-    out = cache_dir() / f"{source.stem}-{sha256_file(source)[:12]}_u8in.onnx"
-    if not out.exists():
-        log.info("deriving %s from %s (uint8 input, checked against the original)", out.name, source)
-        raw_pixel_model(source, out)
-    return out
+    return cached_copy(source, "u8in", raw_pixel_model, "uint8 input")

@@ -8,13 +8,18 @@ working model, instead of as an onnxruntime traceback deep inside a camera worke
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
+    import onnx
     import onnxruntime as ort
+
+log = logging.getLogger(__name__)
 
 ENV_MODEL = "CITYEYE_MODEL"
 ENV_MODEL_CACHE = "CITYEYE_MODEL_CACHE"
@@ -226,3 +231,35 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def save_checked(model: onnx.ModelProto, out: Path, check: Callable[[Path], object]) -> None:
+    """Write an edited graph to `out` only once `check(candidate_path)` passed.
+
+    The candidate has a per-process name, so workers deriving the same copy do not collide, and a
+    failed check (any exception, re-raised) leaves nothing behind for a later start to pick up.
+    """
+    import onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    onnx.save(model, str(tmp))
+    try:
+        check(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+
+
+def cached_copy(source: Path, tag: str, make: Callable[[Path, Path], object], what: str) -> Path:
+    """The model-cache copy of `source` named `<stem>-<content hash>_<tag>.onnx`, made once by `make`.
+
+    The content hash in the name means a replaced model file never picks up a stale copy, and every
+    edge box with the same file and settings derives the same one.
+    """
+    out = cache_dir() / f"{source.stem}-{sha256_file(source)[:12]}_{tag}.onnx"
+    if not out.exists():
+        log.info("deriving %s from %s (%s, checked against the original)", out.name, source, what)
+        make(source, out)
+    return out

@@ -15,8 +15,6 @@ and refuses the copy unless that holds.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,12 +22,10 @@ import cv2
 import numpy as np
 
 import cityeye
-from cityeye.models.registry import ModelError, SessionSettings, cache_dir, open_session, sha256_file
+from cityeye.models.registry import ModelError, SessionSettings, cached_copy, open_session, save_checked
 
 if TYPE_CHECKING:
     import onnx
-
-log = logging.getLogger(__name__)
 
 META_KEY = "cityeye_score_quant"
 OUTPUT_NAME = "cityeye_scores_u8"
@@ -134,15 +130,7 @@ def quantised_score_model(source: Path, out: Path) -> None:
     del graph.initializer[:]
     graph.initializer.extend(keep_init)
     model.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=json.dumps(params)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    onnx.save(model, str(tmp))
-    try:
-        _check(source, tmp)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
+    save_checked(model, out, lambda candidate: _check(source, candidate))
 
 
 def _check(source: Path, candidate: Path) -> None:
@@ -184,8 +172,4 @@ def _check(source: Path, candidate: Path) -> None:
 
 def derive_quantised_score_model(source: Path) -> Path:
     """The model-cache byte-score copy of `source`, made once (named after its content hash)."""
-    out = cache_dir() / f"{source.stem}-{sha256_file(source)[:12]}_u8scores.onnx"
-    if not out.exists():
-        log.info("deriving %s from %s (uint8 class scores, checked against the original)", out.name, source)
-        quantised_score_model(source, out)
-    return out
+    return cached_copy(source, "u8scores", quantised_score_model, "uint8 class scores")

@@ -218,8 +218,14 @@ def test_changes_are_pushed_to_a_context_broker_with_retries(tmp_path: Path) -> 
             app.state.index.wake()
             wait_for("a delivered batch", lambda: Receiver.got, timeout=10)
             metrics = app.state.metrics.registry
+            # The receiver keeps the batch before it answers, and the pusher counts it once the
+            # answer is back: wait for the count rather than race it.
+            wait_for(
+                "the delivered batch counted",
+                lambda: metrics.get_sample_value("cityeye_push_batches_total", {"result": "sent"}) == 1,
+                timeout=10,
+            )
             assert metrics.get_sample_value("cityeye_push_batches_total", {"result": "retried"}) == 2
-            assert metrics.get_sample_value("cityeye_push_batches_total", {"result": "sent"}) == 1
     finally:
         receiver.shutdown()
     path, ctype, entities = Receiver.got[0]
