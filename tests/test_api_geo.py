@@ -42,7 +42,6 @@ def test_vectorised_matches_scalar_and_is_symmetric() -> None:
     assert float(haversine_m(0, 0, 0, 0)) == 0.0
 
 
-
 @pytest.mark.parametrize(("lat", "lon"), [(16.0544, 108.2022), (89.9999, -20.0), (-0.5, 179.9999)])
 def test_chord_distance_agrees_with_haversine_from_a_metre_to_half_the_globe(lat: float, lon: float) -> None:
     rng = np.random.default_rng(2)
@@ -55,6 +54,7 @@ def test_chord_distance_agrees_with_haversine_from_a_metre_to_half_the_globe(lat
     got = chord_distance_m(unit_vectors(plat, plon), lat, lon)
     assert np.allclose(got, want, rtol=1e-9, atol=1e-3)
     assert float(chord_distance_m(unit_vectors([lat], [lon]), lat, lon)[0]) < 1e-3
+
 
 def _circle_points(lat: float, lon: float, radius_m: float, n: int = 720) -> tuple[np.ndarray, np.ndarray]:
     """Points exactly on the circle (destination-point formula), to probe the box edges."""

@@ -52,8 +52,13 @@ def zones_file(tmp_path: Path) -> Path:
 
 def camera(zones: Path, state_dir: Path, **parking: object) -> CameraConfig:
     # An RTSP source: a live camera, so the temporal logic is on (`temporal: auto`).
-    return CameraConfig(id="cam1", source="rtsp://camera.invalid/stream", zones=zones, lot="ufpr05",
-                        parking=ParkingConfig(state_dir=state_dir, **parking))  # type: ignore[arg-type]
+    return CameraConfig(
+        id="cam1",
+        source="rtsp://camera.invalid/stream",
+        zones=zones,
+        lot="ufpr05",
+        parking=ParkingConfig(state_dir=state_dir, **parking),
+    )  # type: ignore[arg-type]
 
 
 def context() -> EventContext:
@@ -176,8 +181,9 @@ def test_temporal_auto_is_off_for_image_folders(tmp_path: Path, zones_file: Path
     folder = CameraConfig(id="c", source=str(tmp_path), zones=zones_file)
     assert not temporal_enabled(folder)
     assert temporal_enabled(CameraConfig(id="c", source=str(tmp_path / "video.mp4"), zones=zones_file))
-    forced = CameraConfig(id="c", source=str(tmp_path), zones=zones_file,
-                          parking=ParkingConfig(temporal="on"))
+    forced = CameraConfig(
+        id="c", source=str(tmp_path), zones=zones_file, parking=ParkingConfig(temporal="on")
+    )
     assert temporal_enabled(forced)
 
 

@@ -35,8 +35,14 @@ def test_occupancy_on_real_frames(tmp_path: Path) -> None:
     # One area over the whole frame, to check the area contract in the same run.
     doc = json.loads(zones_path.read_text())
     frame = [[0, 0], [1280, 0], [1280, 720], [0, 720], [0, 0]]
-    doc["features"].append({"type": "Feature", "id": "whole", "properties": {"kind": "area", "capacity": 500},
-                            "geometry": {"type": "Polygon", "coordinates": [frame]}})
+    doc["features"].append(
+        {
+            "type": "Feature",
+            "id": "whole",
+            "properties": {"kind": "area", "capacity": 500},
+            "geometry": {"type": "Polygon", "coordinates": [frame]},
+        }
+    )
     zones_path.write_text(json.dumps(doc))
     images = [str(folder / f"{MIXED}.png"), str(folder / f"{EMPTY}.jpg")]
 

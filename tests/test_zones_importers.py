@@ -88,10 +88,14 @@ def test_pklot_errors_name_the_space(tmp_path: Path) -> None:
 
 def write_boxes(tmp_path: Path) -> Path:
     path = tmp_path / "bounding_boxes.json"
-    path.write_text(json.dumps([
-        {"points": [[10, 20], [110, 20], [110, 80], [10, 80]]},
-        {"points": [[200, 40], [260, 30], [280, 90], [210, 100]]},
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                {"points": [[10, 20], [110, 20], [110, 80], [10, 80]]},
+                {"points": [[200, 40], [260, 30], [280, 90], [210, 100]]},
+            ]
+        )
+    )
     return path
 
 

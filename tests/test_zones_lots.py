@@ -24,8 +24,9 @@ FRAME = "2012-09-12_10_11_12"  # 95 of 100 bays occupied
 
 
 def event(camera: str, at: datetime, *zones: SpaceState | AreaState) -> OccupancyEvent:
-    return OccupancyEvent(site="s", camera=camera, event_id=f"s:{camera}:{at.isoformat()}", observed_at=at,
-                          zones=list(zones))
+    return OccupancyEvent(
+        site="s", camera=camera, event_id=f"s:{camera}:{at.isoformat()}", observed_at=at, zones=list(zones)
+    )
 
 
 def bay(zid: str, occupied: bool, lot: str | None = "L") -> SpaceState:
@@ -65,19 +66,20 @@ def test_two_cameras_each_seeing_half_of_a_real_lot() -> None:
     (totals,) = lot_totals(snapshots).values()
     assert (totals.lot, totals.total, totals.zones, totals.cameras) == ("pucpr", 100, 100, {"west", "east"})
     merged = merge_zones(snapshots)
-    wrong = [k[3] for k, s in merged.items()
-             if isinstance(s.zone, SpaceState) and s.zone.occupied != labels[k[3]]]
+    wrong = [
+        k[3] for k, s in merged.items() if isinstance(s.zone, SpaceState) and s.zone.occupied != labels[k[3]]
+    ]
     assert len(wrong) <= 2, wrong  # each camera judges its own crop; ~99 % per bay as on whole frames
-    assert totals.free == sum(not labels[z.id] for z in zones) + sum(
-        1 if labels[z] else -1 for z in wrong
-    )
+    assert totals.free == sum(not labels[z.id] for z in zones) + sum(1 if labels[z] else -1 for z in wrong)
 
 
 def test_conflicting_cameras_fresh_then_recent_then_occupied() -> None:
     later = T0 + timedelta(seconds=30)
     # Bay 2 seen by both: the later observation (free) wins.
-    snaps = [event("a", T0, bay("1", True), bay("2", True)),
-             event("b", later, bay("2", False), bay("3", False))]
+    snaps = [
+        event("a", T0, bay("1", True), bay("2", True)),
+        event("b", later, bay("2", False), bay("3", False)),
+    ]
     (t,) = lot_totals(snaps).values()
     assert (t.total, t.free) == (3, 2)
     # Same time: occupied wins (never send a driver to a bay one camera sees taken).
@@ -98,8 +100,9 @@ def test_zones_without_a_lot_stay_per_camera_and_areas_count_once() -> None:
     yard = AreaState(id="yard", lot="L", vehicles=3, capacity=10)
     snaps = [
         event("a", T0, bay("1", False, lot=None), yard),
-        event("b", T0 + timedelta(seconds=5), bay("1", True, lot=None),
-              yard.model_copy(update={"vehicles": 4})),
+        event(
+            "b", T0 + timedelta(seconds=5), bay("1", True, lot=None), yard.model_copy(update={"vehicles": 4})
+        ),
     ]
     totals = lot_totals(snaps)
     assert totals[("s", None)].total == 2  # "1" of camera a and "1" of camera b are different bays

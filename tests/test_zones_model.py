@@ -40,10 +40,17 @@ def good_doc() -> dict[str, Any]:
     return collection(
         space(1, square(600, 500), name="A1"),
         space("b-2", square(700, 500), lot="north"),
-        {"type": "Feature", "properties": {"id": "area-1", "kind": "area", "capacity": 12},
-         "geometry": poly(square(500, 600, 200))},
-        {"type": "Feature", "id": "gate", "properties": {"kind": "line"},
-         "geometry": {"type": "LineString", "coordinates": [[100, 700], [400, 650]]}},
+        {
+            "type": "Feature",
+            "properties": {"id": "area-1", "kind": "area", "capacity": 12},
+            "geometry": poly(square(500, 600, 200)),
+        },
+        {
+            "type": "Feature",
+            "id": "gate",
+            "properties": {"kind": "line"},
+            "geometry": {"type": "LineString", "coordinates": [[100, 700], [400, 650]]},
+        },
     )
 
 

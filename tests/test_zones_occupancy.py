@@ -22,20 +22,32 @@ POINT = OccupancyRule(method="point")
 def dets(*boxes: tuple[float, float, float, float, float, int]) -> Detections:
     """(x1, y1, x2, y2, confidence, class_id) rows."""
     arr = np.array(boxes, dtype=np.float64).reshape(-1, 6)
-    return Detections(arr[:, :4].astype(np.float32), arr[:, 4].astype(np.float32), arr[:, 5].astype(np.int32),
-                      NAMES)
+    return Detections(
+        arr[:, :4].astype(np.float32), arr[:, 4].astype(np.float32), arr[:, 5].astype(np.int32), NAMES
+    )
 
 
 def lot() -> list[Zone]:
     """Two 100x100 bays side by side, a 300x200 area below them, a counting line."""
-    return parse_zones(collection(
-        space("A", square(0, 0, 100), name="bay A"),
-        space(7, square(100, 0, 100)),
-        {"type": "Feature", "id": "yard", "properties": {"kind": "area", "capacity": 3},
-         "geometry": poly([[0, 200], [300, 200], [300, 400], [0, 400]])},
-        {"type": "Feature", "id": "gate", "properties": {"kind": "line"},
-         "geometry": {"type": "LineString", "coordinates": [[0, 150], [300, 150]]}},
-    ), default_lot="L1")
+    return parse_zones(
+        collection(
+            space("A", square(0, 0, 100), name="bay A"),
+            space(7, square(100, 0, 100)),
+            {
+                "type": "Feature",
+                "id": "yard",
+                "properties": {"kind": "area", "capacity": 3},
+                "geometry": poly([[0, 200], [300, 200], [300, 400], [0, 400]]),
+            },
+            {
+                "type": "Feature",
+                "id": "gate",
+                "properties": {"kind": "line"},
+                "geometry": {"type": "LineString", "coordinates": [[0, 150], [300, 150]]},
+            },
+        ),
+        default_lot="L1",
+    )
 
 
 def by_id(states: list[SpaceState | AreaState]) -> dict[str, SpaceState | AreaState]:
@@ -142,10 +154,14 @@ def rect(x: float, y: float, w: float, h: float) -> list[list[float]]:
 
 def two_rows() -> list[Zone]:
     """Two rows of 100x60 bays seen obliquely: row B (y 100..160) in front of row A (y 40..100)."""
-    return parse_zones(collection(
-        space("A1", rect(0, 40, 100, 60)), space("A2", rect(100, 40, 100, 60)),
-        space("B1", rect(0, 100, 100, 60)), space("B2", rect(100, 100, 100, 60)),
-    ))
+    return parse_zones(
+        collection(
+            space("A1", rect(0, 40, 100, 60)),
+            space("A2", rect(100, 40, 100, 60)),
+            space("B1", rect(0, 100, 100, 60)),
+            space("B2", rect(100, 100, 100, 60)),
+        )
+    )
 
 
 def occupied(states: list[SpaceState | AreaState]) -> set[str]:
@@ -192,11 +208,18 @@ def test_footprint_score_is_the_assigned_vehicle() -> None:
 
 
 def test_area_capacity_counts_two_wheelers_as_a_share_of_a_car_place() -> None:
-    yard = {"type": "Feature", "id": "yard", "properties": {"kind": "area", "capacity": 3},
-            "geometry": poly([[0, 0], [400, 0], [400, 200], [0, 200]])}
-    moto = {"type": "Feature", "id": "moto",
-            "properties": {"kind": "area", "capacity": 10, "vehicle": "motorcycle"},
-            "geometry": poly([[500, 0], [900, 0], [900, 200], [500, 200]])}
+    yard = {
+        "type": "Feature",
+        "id": "yard",
+        "properties": {"kind": "area", "capacity": 3},
+        "geometry": poly([[0, 0], [400, 0], [400, 200], [0, 200]]),
+    }
+    moto = {
+        "type": "Feature",
+        "id": "moto",
+        "properties": {"kind": "area", "capacity": 10, "vehicle": "motorcycle"},
+        "geometry": poly([[500, 0], [900, 0], [900, 200], [500, 200]]),
+    }
     zones = parse_zones(collection(yard, moto))
     # yard: 2 cars and 5 motorcycles -> 2 + 5/4 = 3.25 car places of 3: full.
     # moto: 6 motorcycles and 1 car -> 6 + 4 = 10 motorcycle places of 10: full.

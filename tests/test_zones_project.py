@@ -30,8 +30,14 @@ def test_projected_zones_round_trip_and_land_on_the_frame(
     ring = [[1500, 300], [1560, 300], [1560, 350], [1500, 350], [1500, 300]]  # right of the 1280 px frame
     cut = [[1250, 300], [1310, 300], [1310, 350], [1250, 350], [1250, 300]]  # across its right border
     for zid, coords in (("far", ring), ("cut", cut)):
-        doc["features"].append({"type": "Feature", "id": zid, "properties": {"kind": "space"},
-                                "geometry": {"type": "Polygon", "coordinates": [coords]}})
+        doc["features"].append(
+            {
+                "type": "Feature",
+                "id": zid,
+                "properties": {"kind": "space"},
+                "geometry": {"type": "Polygon", "coordinates": [coords]},
+            }
+        )
     pixel_path.write_text(json.dumps(doc))
     geo = tmp_path / "wgs84.geojson"
     assert main(["zones", "georef", str(pixel_path), "--calibration", str(cal_path), "--out", str(geo)]) == 0
@@ -45,8 +51,22 @@ def test_projected_zones_round_trip_and_land_on_the_frame(
     assert max(np.abs(z.pixels - original[z.id].pixels).max() for z in back) < 0.01
 
     out = tmp_path / "projected.png"
-    assert main(["zones", "project", str(geo), "--image", str(FRAME), "--calibration", str(cal_path),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "zones",
+                "project",
+                str(geo),
+                "--image",
+                str(FRAME),
+                "--calibration",
+                str(cal_path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["zones"] == 102 and report["outside"] == ["far"] and report["partial"] == ["cut"]
     assert report["calibration_rms_m"] < 0.01
@@ -67,8 +87,20 @@ def test_projected_zones_round_trip_and_land_on_the_frame(
 def test_project_needs_a_readable_frame(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "frame.png"
     bad.write_bytes(b"not an image")
-    assert main(["zones", "project", str(SAMPLE / "zones.geojson"), "--image", str(bad),
-                 "--out", str(tmp_path / "o.png")]) == 2
+    assert (
+        main(
+            [
+                "zones",
+                "project",
+                str(SAMPLE / "zones.geojson"),
+                "--image",
+                str(bad),
+                "--out",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 2
+    )
     assert "cannot be read as an image" in capsys.readouterr().err
 
 

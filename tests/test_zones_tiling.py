@@ -18,8 +18,11 @@ from .test_zones_model import collection, poly, space, square
 
 
 def grid(x0: float, y0: float, cols: int, rows: int, size: float) -> list[Zone]:
-    feats = [space(f"{r}-{c}", square(x0 + c * size, y0 + r * size, size))
-             for r in range(rows) for c in range(cols)]
+    feats = [
+        space(f"{r}-{c}", square(x0 + c * size, y0 + r * size, size))
+        for r in range(rows)
+        for c in range(cols)
+    ]
     return parse_zones(collection(*feats))
 
 
@@ -41,8 +44,12 @@ def test_windows_follow_the_bay_size_and_cover_every_bay() -> None:
 
 
 def test_without_spaces_or_targets_one_whole_frame_pass() -> None:
-    yard = {"type": "Feature", "id": "yard", "properties": {"kind": "area", "capacity": 5},
-            "geometry": poly(square(0, 0, 300))}
+    yard = {
+        "type": "Feature",
+        "id": "yard",
+        "properties": {"kind": "area", "capacity": 5},
+        "geometry": poly(square(0, 0, 300)),
+    }
     area = parse_zones(collection(yard))
     whole = (Window(0, 0, 1280, 720),)
     assert plan_tiles(area, (720, 1280), (640, 640)).windows == whole
@@ -55,13 +62,16 @@ def test_without_spaces_or_targets_one_whole_frame_pass() -> None:
 def test_boxes_cut_by_an_inner_border_are_dropped_unless_longer_than_the_overlap() -> None:
     plan = TilePlan((720, 1280), (Window(300, 0, 700, 400),), 60.0, 40.0)
     win = plan.windows[0]
-    boxes = np.array([
-        [0, 100, 40, 140],     # touches the left border (x0=300 > 0, inner), 40 px < 60: cut
-        [150, 100, 200, 140],  # inside: kept
-        [0, 200, 300, 260],    # touches it but 300 px long: a bus, no window sees it whole: kept
-        [360, 0, 399, 30],     # touches the right border (inner) and the top (the frame's edge): cut
-        [100, 0, 140, 40],     # touches only the top, which is the frame's own edge: kept
-    ], dtype=np.float32)
+    boxes = np.array(
+        [
+            [0, 100, 40, 140],  # touches the left border (x0=300 > 0, inner), 40 px < 60: cut
+            [150, 100, 200, 140],  # inside: kept
+            [0, 200, 300, 260],  # touches it but 300 px long: a bus, no window sees it whole: kept
+            [360, 0, 399, 30],  # touches the right border (inner) and the top (the frame's edge): cut
+            [100, 0, 140, 40],  # touches only the top, which is the frame's own edge: kept
+        ],
+        dtype=np.float32,
+    )
     keep = ZoneDetector._uncut(boxes, win, plan, (720, 1280))
     assert keep.tolist() == [False, True, True, False, True]
 
