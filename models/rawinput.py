@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cityeye.models.registry import ModelError, SessionSettings, cached_copy, open_session, save_checked
+from cityeye.models.registry import ModelError, cached_copy, save_checked, sessions_to_compare
 
 if TYPE_CHECKING:
     import onnx
@@ -97,12 +97,7 @@ def _check(source: Path, candidate: Path) -> None:
     """Both graphs on one image holding every byte value in every channel: outputs must be equal."""
     from cityeye.vision.letterbox import letterbox
 
-    settings = SessionSettings()
-    orig = open_session(source, settings)
-    edit = open_session(candidate, settings)
-    inp = orig.get_inputs()[0]
-    shape = inp.shape
-    hw = (shape[2], shape[3]) if isinstance(shape[2], int) and isinstance(shape[3], int) else (64, 64)
+    orig, edit, inp, hw = sessions_to_compare(source, candidate, (64, 64))
     values = np.arange(hw[0] * hw[1], dtype=np.int64)
     image = np.stack([(values + 85 * c) % 256 for c in range(3)], axis=-1).astype(np.uint8)
     image = image.reshape(hw[0], hw[1], 3)  # same size as the input: no resize, every value fed as is

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     import onnx
@@ -263,3 +263,17 @@ def cached_copy(source: Path, tag: str, make: Callable[[Path, Path], object], wh
         log.info("deriving %s from %s (%s, checked against the original)", out.name, source, what)
         make(source, out)
     return out
+
+
+def sessions_to_compare(
+    source: Path, candidate: Path, default_hw: tuple[int, int]
+) -> tuple[ort.InferenceSession, ort.InferenceSession, Any, tuple[int, int]]:
+    """The original's and an edited copy's sessions, the original's input and the size to feed it.
+
+    `default_hw` stands in for a spatially dynamic input.
+    """
+    orig = open_session(source, SessionSettings())
+    edit = open_session(candidate, SessionSettings())
+    inp = orig.get_inputs()[0]
+    h, w = inp.shape[2], inp.shape[3]
+    return orig, edit, inp, (h, w) if isinstance(h, int) and isinstance(w, int) else default_hw

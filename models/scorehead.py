@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 import cityeye
-from cityeye.models.registry import ModelError, SessionSettings, cached_copy, open_session, save_checked
+from cityeye.models.registry import ModelError, cached_copy, save_checked, sessions_to_compare
 
 if TYPE_CHECKING:
     import onnx
@@ -125,8 +125,7 @@ def quantised_score_model(source: Path, out: Path) -> None:
             needed.update(node.input)
     del graph.node[:]
     graph.node.extend(reversed(kept))
-    used = needed
-    keep_init = [i for i in graph.initializer if i.name in used]
+    keep_init = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(keep_init)
     model.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=json.dumps(params)))
@@ -138,12 +137,7 @@ def _check(source: Path, candidate: Path) -> None:
     from cityeye.vision.decoders import UltralyticsDecoder, quantised_score_decoder
     from cityeye.vision.letterbox import letterbox
 
-    settings = SessionSettings()
-    orig = open_session(source, settings)
-    edit = open_session(candidate, settings)
-    inp = orig.get_inputs()[0]
-    shape = inp.shape
-    hw = (shape[2], shape[3]) if isinstance(shape[2], int) and isinstance(shape[3], int) else (640, 640)
+    orig, edit, inp, hw = sessions_to_compare(source, candidate, (640, 640))
     image = cv2.imread(str(CHECK_FRAME))  # the shipped parking-lot frame: the head scores real cars
     if image is None:
         raise ModelError(f"cannot read the check frame {CHECK_FRAME}; reinstall cityeye")

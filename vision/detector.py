@@ -151,16 +151,14 @@ class Detector:
         self._session = open_session(self._path, settings)
         hw = None if imgsz is None else parse_hw(imgsz)
         if auto_reshape:
-            derived = self._derive(hw, batch)
-            if derived is not None:
-                self._path = derived
-                self._session = open_session(derived, settings)
+            self._path = self._derive(hw, batch) or self._path
         for wanted, derive in ((raw_pixels, "rawinput"), (byte_scores and decoder == "auto", "scorehead")):
             copy = self._derive_int8_copy(derive) if wanted else None
             if copy is not None:
                 self._path = copy
-                self._session = open_session(copy, settings)
                 self._copies.append(derive)
+        if self._path != self._source:  # one session for the copy that runs, not one per step
+            self._session = open_session(self._path, settings)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
         outputs = self._session.get_outputs()
