@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cityeye.models.registry import ModelError, cached_copy, save_checked, sessions_to_compare
+from cityeye.models.registry import (
+    ModelError,
+    cached_copy,
+    load_if_quantised,
+    save_checked,
+    sessions_to_compare,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -55,16 +61,13 @@ def _quantise_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto] | None:
 
 def takes_raw_pixels(source: Path) -> bool:
     """Whether `source` quantises its image input at exactly 1/255 first (and onnx can edit it)."""
-    try:
-        import onnx
-    except ImportError:
+    model = load_if_quantised(source)
+    if model is None:
         return False
-    with source.open("rb") as f:
-        if b"QuantizeLinear" not in f.read():  # cheap test before parsing a float model
-            return False
-    model = onnx.load(str(source), load_external_data=False)
+    from onnx import TensorProto
+
     inp = model.graph.input[0].type.tensor_type
-    return inp.elem_type == onnx.TensorProto.FLOAT and _quantise_nodes(model) is not None
+    return inp.elem_type == TensorProto.FLOAT and _quantise_nodes(model) is not None
 
 
 def raw_pixel_model(source: Path, out: Path) -> None:

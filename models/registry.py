@@ -277,3 +277,19 @@ def sessions_to_compare(
     inp = orig.get_inputs()[0]
     h, w = inp.shape[2], inp.shape[3]
     return orig, edit, inp, (h, w) if isinstance(h, int) and isinstance(w, int) else default_hw
+
+
+def load_if_quantised(source: Path) -> onnx.ModelProto | None:
+    """The graph of `source` when it has QuantizeLinear nodes and onnx is installed, else None.
+
+    Operator types are plain strings in the protobuf, so a byte search rules out float models
+    without parsing them.
+    """
+    try:
+        import onnx
+    except ImportError:
+        return None
+    with source.open("rb") as f:
+        if b"QuantizeLinear" not in f.read():
+            return None
+    return onnx.load(str(source), load_external_data=False)

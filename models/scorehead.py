@@ -22,7 +22,13 @@ import cv2
 import numpy as np
 
 import cityeye
-from cityeye.models.registry import ModelError, cached_copy, save_checked, sessions_to_compare
+from cityeye.models.registry import (
+    ModelError,
+    cached_copy,
+    load_if_quantised,
+    save_checked,
+    sessions_to_compare,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -64,14 +70,9 @@ def _head(model: onnx.ModelProto) -> tuple[onnx.NodeProto, list[onnx.NodeProto]]
 
 def takes_quantised_scores(source: Path) -> bool:
     """Whether `source` has a statically quantised Ultralytics head (and onnx can edit it)."""
-    try:
-        import onnx
-    except ImportError:
+    model = load_if_quantised(source)
+    if model is None:
         return False
-    with source.open("rb") as f:
-        if b"QuantizeLinear" not in f.read():
-            return False
-    model = onnx.load(str(source), load_external_data=False)
     return META_KEY not in {p.key for p in model.metadata_props} and _head(model) is not None
 
 
