@@ -29,11 +29,12 @@ from cityeye.models.registry import (
     save_checked,
     sessions_to_compare,
 )
+from cityeye.vision.decoders import SCORE_QUANT_KEY
 
 if TYPE_CHECKING:
     import onnx
 
-META_KEY = "cityeye_score_quant"
+META_KEY = SCORE_QUANT_KEY
 OUTPUT_NAME = "cityeye_scores_u8"
 _CHECK_CONFIDENCE = 0.01
 _SCORE_TOLERANCE = 1e-6

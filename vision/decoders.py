@@ -8,6 +8,7 @@ chosen together from the model's own output shape and metadata, never configured
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -31,6 +32,8 @@ COCO80_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 STRIDES: tuple[int, ...] = (8, 16, 32)
+SCORE_QUANT_KEY = "cityeye_score_quant"
+"""Metadata of a byte-score copy (models/scorehead.py): each stride's [scale, zero point]."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,13 @@ def take(raw: RawOutput, i: int) -> RawOutput:
     return tuple(r[i : i + 1] for r in raw) if isinstance(raw, tuple) else raw[i : i + 1]
 
 
+def _columns_to_xyxy(sub: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """(k, 4) xyxy boxes from the (4+, k) candidate columns of a channels-first head (cx, cy, w, h)."""
+    half = sub[2:4] * np.float32(0.5)
+    xyxy = np.concatenate([sub[0:2] - half, sub[0:2] + half]).T  # a view of (4, k), no copy
+    return xyxy.astype(np.float32, copy=False)
+
+
 def _check_batch(output: RawOutput, family: str) -> npt.NDArray[np.float32]:
     if isinstance(output, tuple) or output.ndim != 3 or output.shape[0] != 1:
         shape = [o.shape for o in output] if isinstance(output, tuple) else output.shape
@@ -98,9 +108,7 @@ class UltralyticsDecoder:
         # an inference each numpy call costs a few microseconds, so the steps are kept few.
         sub = pred[:, idx]
         cls = sub[4:].argmax(axis=0).astype(np.int32)
-        half = sub[2:4] * np.float32(0.5)
-        xyxy = np.concatenate([sub[0:2] - half, sub[0:2] + half]).T  # (k, 4), a view of (4, k)
-        return Candidates(xyxy.astype(np.float32, copy=False), best[idx], cls)
+        return Candidates(_columns_to_xyxy(sub), best[idx], cls)
 
 
 def _grid(input_hw: tuple[int, int], strides: Sequence[int]) -> tuple[npt.NDArray[np.float32], ...]:
@@ -175,7 +183,6 @@ class UltralyticsQuantizedDecoder:
     family: ClassVar[str] = "ultralytics-u8scores"
     preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
     needs_nms: ClassVar[bool] = True
-    outputs: ClassVar[int] = 2
     _thresholds: dict[float, npt.NDArray[np.int16]] = field(default_factory=dict, repr=False, compare=False)
 
     def _threshold(self, confidence: float) -> npt.NDArray[np.int16]:
@@ -206,24 +213,19 @@ class UltralyticsQuantizedDecoder:
         keep = score > confidence
         idx, score = idx[keep], score[keep]
         cls = scores[:, idx].argmax(axis=0).astype(np.int32)
-        sub = boxes[:, idx]
-        half = sub[2:4] * np.float32(0.5)
-        xyxy = np.concatenate([sub[0:2] - half, sub[0:2] + half]).T
-        return Candidates(xyxy.astype(np.float32, copy=False), score, cls)
+        return Candidates(_columns_to_xyxy(boxes[:, idx]), score, cls)
 
 
 def quantised_score_decoder(
     input_hw: tuple[int, int], metadata: Mapping[str, str], num_classes: int
 ) -> UltralyticsQuantizedDecoder:
     """The decoder of a byte-score copy, its per-stride scale and zero point spread over the anchors."""
-    import json
-
     try:
-        params = [(float(s), float(z)) for s, z in json.loads(metadata["cityeye_score_quant"])]
+        params = [(float(s), float(z)) for s, z in json.loads(metadata[SCORE_QUANT_KEY])]
     except (KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"byte-score model without valid cityeye_score_quant metadata: {exc}") from exc
+        raise ModelError(f"byte-score model without valid {SCORE_QUANT_KEY} metadata: {exc}") from exc
     if len(params) != len(STRIDES):
-        raise ModelError(f"cityeye_score_quant has {len(params)} strides, expected {len(STRIDES)}")
+        raise ModelError(f"{SCORE_QUANT_KEY} has {len(params)} strides, expected {len(STRIDES)}")
     counts = [(input_hw[0] // s) * (input_hw[1] // s) for s in STRIDES]
     scale = np.repeat(np.array([p[0] for p in params], np.float32), counts)
     zero = np.repeat(np.array([p[1] for p in params], np.float32), counts)

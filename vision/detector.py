@@ -27,9 +27,9 @@ from cityeye.models.registry import (
     open_session,
     resolve_model_path,
 )
-from cityeye.models.scorehead import META_KEY as SCORE_META
 from cityeye.vision.config import TileConfig, parse_hw
 from cityeye.vision.decoders import (
+    SCORE_QUANT_KEY,
     STRIDES,
     Candidates,
     Decoder,
@@ -162,11 +162,12 @@ class Detector:
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
         outputs = self._session.get_outputs()
-        byte_head = SCORE_META in meta
+        byte_head = SCORE_QUANT_KEY in meta
         # Extra outputs of other heads (e.g. segmentation protos) are not run.
         self._output_names = [o.name for o in outputs[: 2 if byte_head else 1]]
         self._out_specs = self._output_specs()
         self._out_shape = self._out_specs[0][0]
+        self._bindable = all(d in _BINDABLE for _, d in self._out_specs)
         if byte_head:
             self._decoder: Decoder = quantised_score_decoder(self._input_hw, meta, self._out_specs[1][0][1])
         else:
@@ -452,7 +453,7 @@ class Detector:
         an IO binding made once per thread and batch size writes into the same memory instead,
         about 0.1 ms per frame. Callers must be done with the output before the next call.
         """
-        if tensor.dtype != self._input_dtype or any(d not in _BINDABLE for _, d in self._out_specs):
+        if tensor.dtype != self._input_dtype or not self._bindable:
             return self.infer(tensor)
         bound: dict[int, tuple[npt.NDArray[Any], Any, RawOutput]]
         bound = self._local.__dict__.setdefault("bound", {})
