@@ -112,7 +112,9 @@ def test_reshape_into_cache_and_use_by_name(cache: Path, capsys: pytest.CaptureF
     args = _parse("cache")
     assert args.func(args) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [m["name"] for m in listed["models"]] == ["yolov8n_dq_b-dyn_384x640"]
+    names = [m["name"] for m in listed["models"]]
+    assert "yolov8n_dq_b-dyn_384x640" in names  # and the copies the detector derived from it
+    assert all(n.startswith("yolov8n_dq_b-dyn_384x640") for n in names)
 
 
 def test_reshape_bad_input(cache: Path) -> None:

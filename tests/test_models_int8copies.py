@@ -77,13 +77,6 @@ def test_copy_takes_bytes_and_gives_the_same_outputs(static_int8: Path, cache: P
     assert derive_raw_pixel_model(static_int8) == copy  # made once, then reused
 
 
-def test_float_and_run_time_quantised_models_are_left_alone(tmp_path: Path) -> None:
-    assert not takes_raw_pixels(DEFAULT_MODEL)  # float input straight into a convolution
-    with pytest.raises(ModelError, match="scale 1/255"):
-        raw_pixel_model(DEFAULT_MODEL, tmp_path / "x.onnx")
-    assert not (tmp_path / "x.onnx").exists()
-
-
 def test_other_input_scale_is_not_rewritten(static_int8: Path, tmp_path: Path) -> None:
     """Dropping a QuantizeLinear at another scale would change what the model computes."""
     model = onnx.load(str(static_int8))
@@ -95,7 +88,7 @@ def test_other_input_scale_is_not_rewritten(static_int8: Path, tmp_path: Path) -
     assert not takes_raw_pixels(other)
     det = Detector(other, byte_scores=False)
     assert det.path == other and det.session.get_inputs()[0].type == "tensor(float)"
-    assert Detector(other).int8_copies == ("scorehead",)  # the head is unaffected by the input scale
+    assert Detector(other).copies == ("scorehead",)  # the head is unaffected by the input scale
 
 
 def _same(got: Detections, want: Detections, exact_scores: bool) -> None:
@@ -111,7 +104,7 @@ def test_detector_uses_the_raw_pixel_copy_with_identical_detections(static_int8:
     # A low threshold: PUCPR's cars are small, and the test needs boxes in every frame to compare.
     raw = Detector(static_int8, batch=2, confidence=0.05, byte_scores=False)
     ref = Detector(static_int8, batch=2, confidence=0.05, raw_pixels=False, byte_scores=False)
-    assert raw.int8_copies == ("rawinput",) and raw.source == static_int8 and ref.int8_copies == ()
+    assert raw.copies == ("rawinput",) and raw.source == static_int8 and ref.copies == ()
     assert ref.session.get_inputs()[0].type == "tensor(float)"
     frames = [_frame(0), _frame(1), np.ascontiguousarray(_frame(2)[:, 200:800])]
     for got, want in zip(raw.detect_batch(frames), ref.detect_batch(frames), strict=True):
@@ -131,7 +124,7 @@ def test_byte_score_copy_decodes_like_the_file(static_int8: Path, cache: Path) -
     assert [o.name for o in outs][1] == OUTPUT_NAME and outs[1].type == "tensor(uint8)"
     both = Detector(static_int8, batch=2, confidence=0.01)
     ref = Detector(static_int8, batch=2, confidence=0.01, raw_pixels=False, byte_scores=False)
-    assert both.int8_copies == ("rawinput", "scorehead") and both.decoder.family == "ultralytics-u8scores"
+    assert both.copies == ("rawinput", "scorehead") and both.decoder.family == "ultralytics-u8scores"
     frames = [_frame(0), _frame(1), np.ascontiguousarray(_frame(2)[:, 200:800])]
     for conf in (0.01, 0.25, 0.6):
         both.confidence = ref.confidence = conf
@@ -152,7 +145,7 @@ def test_byte_scores_only_for_quantised_heads(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="statically quantised Ultralytics head"):
         quantised_score_model(DEFAULT_MODEL, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
-    assert Detector(DEFAULT_MODEL).int8_copies == ()
+    assert "scorehead" not in Detector(DEFAULT_MODEL).copies
 
 
 def test_zone_tiling_with_byte_scores(static_int8: Path) -> None:

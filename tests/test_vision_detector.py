@@ -68,9 +68,13 @@ def test_default_model_finds_labelled_cars(
 
 def test_default_model_properties(default_detector: Detector) -> None:
     d = default_detector
-    assert d.path.name == DEFAULT_MODEL.name
+    assert d.source.name == DEFAULT_MODEL.name
+    # It runs checked copies (models/floathead.py, models/rawinput.py) unless told not to.
+    assert d.copies == ("logithead", "rawinput") and d.path.parent != DEFAULT_MODEL.parent
     assert d.input_size == (640, 640)
-    assert d.decoder.family == "ultralytics"
+    assert d.decoder.family == "ultralytics-logits"
+    plain = Detector(DEFAULT_MODEL, raw_pixels=False, logit_head=False)
+    assert plain.path == DEFAULT_MODEL and plain.copies == () and plain.decoder.family == "ultralytics"
     assert len(d.names) == 80 and d.names[2] == "car" and d.names[7] == "truck"
 
 
@@ -108,10 +112,11 @@ def test_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame1: np
     monkeypatch.setenv("CITYEYE_MODEL_CACHE", str(tmp_path))
     small = Detector.from_config(ModelConfig(path=DEFAULT_MODEL, imgsz=320))
     assert small.input_size == (320, 320) and small.path.parent == tmp_path
-    assert small.path.name.startswith("yolov8n_dq-") and small.path.name.endswith("_b1_320x320.onnx")
+    assert small.path.name.startswith("yolov8n_dq-") and "_b1_320x320" in small.path.name
     assert len(small.detect(frame1).vehicles()) >= 3
+    made = sorted(tmp_path.iterdir())  # the 320x320 copy and the copies run on it
     again = Detector.from_config(ModelConfig(path=DEFAULT_MODEL, imgsz=320))
-    assert again.path == small.path and len(list(tmp_path.iterdir())) == 1  # derived once, then reused
+    assert again.path == small.path and sorted(tmp_path.iterdir()) == made  # derived once, then reused
 
 
 def test_concurrent_detect_is_consistent(default_detector: Detector, frame1: np.ndarray) -> None:

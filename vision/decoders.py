@@ -34,6 +34,8 @@ COCO80_NAMES: tuple[str, ...] = (
 STRIDES: tuple[int, ...] = (8, 16, 32)
 SCORE_QUANT_KEY = "cityeye_score_quant"
 """Metadata of a byte-score copy (models/scorehead.py): each stride's [scale, zero point]."""
+FLOAT_HEAD_KEY = "cityeye_float_head"
+"""Metadata of a logit-head copy (models/floathead.py): how its first output holds the boxes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class UltralyticsDecoder:
     def decode(self, output: RawOutput, confidence: float) -> Candidates:
         pred = _check_batch(output, self.family)  # (4+nc, N)
         best = pred[4:].max(axis=0)
-        idx = np.flatnonzero(best > confidence)
+        idx = (best > confidence).nonzero()[0]
         # One gather of the few candidate columns; every later step works on those alone. Right after
         # an inference each numpy call costs a few microseconds, so the steps are kept few.
         sub = pred[:, idx]
@@ -214,6 +216,79 @@ class UltralyticsQuantizedDecoder:
         idx, score = idx[keep], score[keep]
         cls = scores[:, idx].argmax(axis=0).astype(np.int32)
         return Candidates(_columns_to_xyxy(boxes[:, idx]), score, cls)
+
+
+def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    out: npt.NDArray[np.float32] = np.exp(-x)
+    np.add(out, np.float32(1.0), out=out)
+    return np.divide(np.float32(1.0), out, out=out)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class UltralyticsLogitDecoder:
+    """A float YOLOv8/11 head cut before its per-anchor sigmoid and box decode (models/floathead.py).
+
+    Outputs: class logits (1, nc, N) and either finished boxes (1, 4, N) cx,cy,w,h or the box
+    branch's raw bins (1, 4 * reg_max, N), decoded here for the candidates only, as the graph does
+    for every anchor: a softmax over each side's bins, their expected index as the distance from
+    the anchor centre, then centre and size times the stride. The sigmoid is monotonic, so the best
+    logit is the best class, and anchors below the threshold's logit (less a margin for rounding)
+    are dropped before any sigmoid is taken; the float test `score > confidence` then decides.
+    """
+
+    num_classes: int
+    anchors: npt.NDArray[np.float32] | None
+    """(2, N) anchor centres in grid cells for a bins head; None when the boxes come finished."""
+    stride: npt.NDArray[np.float32] | None
+    reg_max: int = 16
+    family: ClassVar[str] = "ultralytics-logits"
+    preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
+    needs_nms: ClassVar[bool] = True
+
+    def decode(self, output: RawOutput, confidence: float) -> Candidates:
+        if not isinstance(output, tuple) or len(output) != 2 or output[1].shape[:2] != (1, self.num_classes):
+            got = [o.shape for o in output] if isinstance(output, tuple) else output.shape
+            raise ModelError(f"{self.family} decoder expects (boxes or bins, class logits) outputs, got {got}")
+        first, logits = output[0][0], output[1][0]
+        best = logits.max(axis=0)
+        floor = confidence - 1e-5  # our sigmoid and onnxruntime's differ by ~1e-7
+        cut = np.float32(np.log(floor / (1.0 - floor))) if floor > 0 else -np.inf
+        idx = (best > cut).nonzero()[0]
+        score = _sigmoid(best[idx])
+        keep = score > confidence
+        idx, score = idx[keep], score[keep]
+        cls = logits[:, idx].argmax(axis=0).astype(np.int32)
+        sub = first[:, idx] if self.anchors is None else self._boxes(first[:, idx], idx)
+        return Candidates(_columns_to_xyxy(sub), score, cls)
+
+    def _boxes(self, bins: npt.NDArray[np.float32], idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        """(4, k) cx, cy, w, h in input pixels from the candidates' (4 * reg_max, k) bins."""
+        assert self.anchors is not None and self.stride is not None
+        b = bins.reshape(4, self.reg_max, -1)
+        e = np.exp(b - b.max(axis=1, keepdims=True))
+        dist = (e * np.arange(self.reg_max, dtype=np.float32)[:, None]).sum(axis=1) / e.sum(axis=1)
+        a = self.anchors[:, idx]
+        lt, rb = a - dist[0:2], a + dist[2:4]
+        s = self.stride[idx]
+        out: npt.NDArray[np.float32] = np.concatenate([(lt + rb) / np.float32(2.0) * s, (rb - lt) * s])
+        return out.astype(np.float32, copy=False)
+
+
+def logit_head_decoder(
+    input_hw: tuple[int, int], metadata: Mapping[str, str], num_classes: int
+) -> UltralyticsLogitDecoder:
+    """The decoder of a logit-head copy, with anchor centres and strides for a bins head."""
+    try:
+        head = json.loads(metadata[FLOAT_HEAD_KEY])
+        kind = head["boxes"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"logit-head model without valid {FLOAT_HEAD_KEY} metadata: {exc}") from exc
+    if kind == "xywh":
+        return UltralyticsLogitDecoder(num_classes, None, None)
+    strides = tuple(int(s) for s in head.get("strides", STRIDES))
+    grid, stride = _grid(input_hw, strides)
+    anchors = np.ascontiguousarray((grid + np.float32(0.5)).T)
+    return UltralyticsLogitDecoder(num_classes, anchors, stride.reshape(-1), int(head.get("reg_max", 16)))
 
 
 def quantised_score_decoder(

@@ -10,6 +10,7 @@ the instance (its scratch input tensor is per thread) and onnxruntime sessions a
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import math
 import threading
@@ -29,18 +30,21 @@ from cityeye.models.registry import (
 )
 from cityeye.vision.config import TileConfig, parse_hw
 from cityeye.vision.decoders import (
+    FLOAT_HEAD_KEY,
     SCORE_QUANT_KEY,
     STRIDES,
     Candidates,
     Decoder,
     RawOutput,
     class_names,
+    logit_head_decoder,
     quantised_score_decoder,
     select_decoder,
     take,
 )
 from cityeye.vision.detections import Detections
-from cityeye.vision.letterbox import Letterbox, letterbox
+from cityeye.vision.inputquant import QUANT_INPUT_KEY, DynamicInputQuantiser
+from cityeye.vision.letterbox import Letterbox, letterbox, pixel_values
 from cityeye.vision.nms import nms
 
 if TYPE_CHECKING:
@@ -128,6 +132,7 @@ class Detector:
         auto_reshape: bool = True,
         raw_pixels: bool = True,
         byte_scores: bool = True,
+        logit_head: bool = True,
     ) -> None:
         if not 0.0 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0, 1), got {confidence}")
@@ -150,36 +155,49 @@ class Detector:
         self._settings = settings = session or SessionSettings(intra_threads=threads)
         self._session = open_session(self._path, settings)
         hw = None if imgsz is None else parse_hw(imgsz)
+        if batch > 1 and quantises_at_run_time(self._path):  # refused before any copy is derived
+            raise ModelError(
+                f"{self._path} quantises activations at run time (DynamicQuantizeLinear) with one scale per "
+                "tensor, so frames sharing a run would change each other's detections; use batch: 1, a "
+                "float model, or a static INT8 copy (`cityeye models quantize --mode static`)"
+            )
         if auto_reshape:
             self._path = self._derive(hw, batch) or self._path
-        for wanted, derive in ((raw_pixels, "rawinput"), (byte_scores and decoder == "auto", "scorehead")):
-            copy = self._derive_int8_copy(derive) if wanted else None
+        normalize = self._family_normalises(decoder) if raw_pixels else None
+        steps = (
+            (logit_head and decoder == "auto", "logithead"),
+            (raw_pixels, "rawinput"),
+            (byte_scores and decoder == "auto", "scorehead"),
+        )
+        for wanted, derive in steps:
+            copy = self._derive_copy(derive, normalize) if wanted else None
             if copy is not None:
                 self._path = copy
                 self._copies.append(derive)
         if self._path != self._source:  # one session for the copy that runs, not one per step
             self._session = open_session(self._path, settings)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        quant = json.loads(meta[QUANT_INPUT_KEY]) if QUANT_INPUT_KEY in meta else None
+        self._quant_names: tuple[str, str] | None = (quant["scale"], quant["zero_point"]) if quant else None
         self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
         outputs = self._session.get_outputs()
-        byte_head = SCORE_QUANT_KEY in meta
+        byte_head, logit_copy = SCORE_QUANT_KEY in meta, FLOAT_HEAD_KEY in meta
         # Extra outputs of other heads (e.g. segmentation protos) are not run.
-        self._output_names = [o.name for o in outputs[: 2 if byte_head else 1]]
+        self._output_names = [o.name for o in outputs[: 2 if byte_head or logit_copy else 1]]
         self._out_specs = self._output_specs()
         self._out_shape = self._out_specs[0][0]
         self._bindable = all(d in _BINDABLE for _, d in self._out_specs)
         if byte_head:
             self._decoder: Decoder = quantised_score_decoder(self._input_hw, meta, self._out_specs[1][0][1])
+        elif logit_copy:
+            self._decoder = logit_head_decoder(self._input_hw, meta, self._out_specs[1][0][1])
         else:
             self._decoder = select_decoder(self._input_hw, self._out_shape, meta, decoder)
         self._names = class_names(meta, self._decoder.num_classes, names)
+        self._quantiser = (
+            DynamicInputQuantiser(pixel_values(self._decoder.preprocess.normalize)) if quant else None
+        )
         self._fixed_batch = fixed_batch
-        if batch > 1 and quantises_at_run_time(self._path):
-            raise ModelError(
-                f"{self._path} quantises activations at run time (DynamicQuantizeLinear) with one scale per "
-                "tensor, so frames sharing a run would change each other's detections; use batch: 1, a "
-                "float model, or a static INT8 copy (`cityeye models quantize --mode static`)"
-            )
         if fixed_batch is not None and batch > 1 and fixed_batch != batch:
             raise ModelError(
                 f"{self._path} takes exactly {fixed_batch} image(s) per run, so batch={batch} cannot be "
@@ -215,6 +233,7 @@ class Detector:
             auto_reshape=cfg.auto_reshape,
             raw_pixels=cfg.raw_pixels,
             byte_scores=cfg.byte_scores,
+            logit_head=cfg.logit_head,
             session=SessionSettings(
                 intra_threads=cfg.threads,
                 inter_threads=cfg.inter_threads,
@@ -245,21 +264,41 @@ class Detector:
 
         return derive_model(self._path, new_hw, dynamic_batch=new_batch or not isinstance(b, int))
 
-    def _derive_int8_copy(self, kind: str) -> Path | None:
-        """A cached, checked copy of a statically quantised model that skips a float round trip.
+    def _family_normalises(self, family: str) -> bool | None:
+        """Whether the file's head family takes x / 255 (Ultralytics) or 0..255 (YOLOX); None if unknown.
 
-        "rawinput": takes pixel bytes when the graph first quantises the image at 1/255 (outputs
-        bit-identical; models/rawinput.py). "scorehead": outputs the class scores as the bytes the
-        head computes instead of their float sigmoid (same candidates, classes and boxes; scores
-        within 1e-6; models/scorehead.py). A model this does not apply to, or a failed check, keeps
-        the file as it is.
+        Decided on the file before any copy is made, because folding the scale into a float copy
+        depends on it (models/rawinput.py); unknown means no float copy.
         """
-        from cityeye.models import rawinput, scorehead
+        meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        try:
+            _, hw, _, _ = self._inspect_input(None, meta)
+            shape = [1, *self._session.get_outputs()[0].shape[1:]]
+            return select_decoder(hw, shape, meta, family).preprocess.normalize
+        except (ModelError, ValueError):
+            return None
+
+    def _derive_copy(self, kind: str, normalize: bool | None) -> Path | None:
+        """A cached, checked copy of the model that skips work around the frame.
+
+        "rawinput": takes the pixel bytes instead of a float image (models/rawinput.py: bit-identical
+        for quantised graphs, within float rounding for a float graph's folded first convolution).
+        "scorehead": outputs a statically quantised head's class scores as bytes instead of their
+        float sigmoid (same candidates, classes and boxes; scores within 1e-6; models/scorehead.py).
+        "logithead": a float head's class logits and box bins, decoded per candidate instead of per
+        anchor (same candidates and classes, boxes within 1e-3 px; models/floathead.py).
+        A model this does not apply to, or a failed check, keeps the file as it is.
+        """
+        from cityeye.models import floathead, rawinput, scorehead
 
         try:
-            if kind == "rawinput":
-                if rawinput.takes_raw_pixels(self._path):
-                    return rawinput.derive_raw_pixel_model(self._path)
+            if kind == "logithead":
+                if not scorehead.takes_quantised_scores(self._path) and floathead.takes_logit_head(self._path):
+                    return floathead.derive_logit_head_model(self._path)
+            elif kind == "rawinput":
+                got = rawinput.raw_pixel_kind(self._path)
+                if got is not None and (got != "float" or normalize is not None):
+                    return rawinput.derive_raw_pixel_model(self._path, normalize is not False)
             elif scorehead.takes_quantised_scores(self._path):
                 return scorehead.derive_quantised_score_model(self._path)
         except (ModelError, OSError) as exc:
@@ -281,7 +320,8 @@ class Detector:
     def _inspect_input(
         self, imgsz: tuple[int, int] | None, meta: dict[str, str]
     ) -> tuple[str, tuple[int, int], type[np.generic], int | None]:
-        inputs = self._session.get_inputs()
+        quant = json.loads(meta[QUANT_INPUT_KEY]) if QUANT_INPUT_KEY in meta else {}
+        inputs = [i for i in self._session.get_inputs() if i.name not in quant.values()]
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             shapes = [(i.name, i.shape) for i in inputs]
             raise ModelError(
@@ -373,8 +413,8 @@ class Detector:
         return self._settings
 
     @property
-    def int8_copies(self) -> tuple[str, ...]:
-        """Which checked INT8 copies the session runs ("rawinput", "scorehead"); () for the file itself."""
+    def copies(self) -> tuple[str, ...]:
+        """Which checked copies the session runs ("rawinput", "scorehead"); () for the file itself."""
         return tuple(self._copies)
 
     @property
@@ -428,6 +468,21 @@ class Detector:
             tensor[len(images) :] = 0  # a fixed-batch model's unused slots
         return tensor, geos
 
+    def feed(self, tensor: npt.NDArray[Any]) -> dict[str, Any]:
+        """The session inputs for a tensor made by `preprocess`/`preprocess_batch` (left unchanged).
+
+        One image input for most models; a run-time-quantised copy also takes the image's scale and
+        zero point, computed here from its bytes (vision/inputquant.py).
+        """
+        if self._quantiser is None or self._quant_names is None:
+            return {self._input_name: tensor if tensor.dtype == self._input_dtype else tensor.astype(self._input_dtype)}
+        q, params = self._quantiser.quantise(np.ascontiguousarray(tensor))
+        return {
+            self._input_name: q,
+            self._quant_names[0]: np.array(params.scale),
+            self._quant_names[1]: np.array(params.zero_point),
+        }
+
     def infer(self, tensor: npt.NDArray[Any]) -> RawOutput:
         """Raw model output of a (B, 3, H, W) tensor made by `preprocess`/`preprocess_batch`.
 
@@ -440,8 +495,7 @@ class Detector:
                 f"{self._path.name} takes {np.dtype(self._input_dtype).name} tensors, got {tensor.dtype}; "
                 "make the tensor with this detector's preprocess() or preprocess_batch()"
             )
-        feed = tensor if tensor.dtype == self._input_dtype else tensor.astype(self._input_dtype)
-        outs = self._session.run(self._output_names, {self._input_name: feed})
+        outs = self._session.run(self._output_names, self.feed(tensor))
         if len(outs) > 1:
             return tuple(np.asarray(o) for o in outs)
         return np.asarray(outs[0], dtype=np.float32)
@@ -455,13 +509,19 @@ class Detector:
         """
         if tensor.dtype != self._input_dtype or not self._bindable:
             return self.infer(tensor)
-        bound: dict[int, tuple[npt.NDArray[Any], Any, RawOutput]]
+        bound: dict[int, tuple[npt.NDArray[Any], Any, RawOutput, tuple[npt.NDArray[Any], ...]]]
         bound = self._local.__dict__.setdefault("bound", {})
         n = tensor.shape[0]
         entry = bound.get(n)
         if entry is None or entry[0] is not tensor:
             binding = self._session.io_binding()
             binding.bind_cpu_input(self._input_name, tensor)  # references the buffer, no copy
+            # A run-time-quantised copy's scale and zero point: bound once, rewritten per frame.
+            params: tuple[npt.NDArray[Any], ...] = ()
+            if self._quant_names is not None:
+                params = (np.ones((), np.float32), np.zeros((), np.uint8))
+                for name, arr in zip(self._quant_names, params, strict=True):
+                    binding.bind_cpu_input(name, arr)
             outs = []
             for name, (shape, dtype) in zip(self._output_names, self._out_specs, strict=True):
                 out = np.empty((n, *shape[1:]), dtype=dtype)
@@ -469,7 +529,11 @@ class Detector:
                 outs.append(out)
             if len(bound) >= 2:
                 bound.clear()
-            entry = bound[n] = (tensor, binding, tuple(outs) if len(outs) > 1 else outs[0])
+            entry = bound[n] = (tensor, binding, tuple(outs) if len(outs) > 1 else outs[0], params)
+        if self._quantiser is not None:
+            _, q = self._quantiser.quantise(tensor, out=tensor)  # scratch: quantised in place
+            entry[3][0][()] = q.scale
+            entry[3][1][()] = q.zero_point
         self._session.run_with_iobinding(entry[1])
         return entry[2]
 

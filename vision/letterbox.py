@@ -126,7 +126,7 @@ def letterbox(
     else:
         tensor = out
     raw = tensor.dtype == np.uint8
-    _fill_padding(tensor[0], geo, spec.pad_value if raw else _table(spec.normalize)[spec.pad_value])
+    _fill_padding(tensor[0], geo, spec.pad_value if raw else pixel_values(spec.normalize)[spec.pad_value])
     region = tensor[0, :, geo.top : geo.top + rh, geo.left : geo.left + rw]
     order = (2, 1, 0) if spec.rgb else (0, 1, 2)  # the tensor channel each BGR plane goes to
     if raw:
@@ -134,7 +134,7 @@ def letterbox(
         cv2.split(resized, [region[order[0]], region[order[1]], region[order[2]]])
         return tensor, geo
     split = cv2.split(resized, planes)
-    table = _table(spec.normalize)
+    table = pixel_values(spec.normalize)
     for src in range(3):
         cv2.LUT(split[src], table, dst=region[order[src]])
     return tensor, geo
@@ -147,8 +147,9 @@ def _fit(image_hw: tuple[int, int], input_hw: tuple[int, int], center: bool) -> 
 
 
 @functools.lru_cache(maxsize=2)
-def _table(normalize: bool) -> npt.NDArray[np.float32]:
-    """Each byte's float value: a lookup gives the very floats `v / np.float32(255)` gives, faster."""
+def pixel_values(normalize: bool) -> npt.NDArray[np.float32]:
+    """Each byte's float value in the model's input: a lookup gives the very floats
+    `v / np.float32(255)` gives, faster (the table is shared; do not write to it)."""
     values = np.arange(256, dtype=np.float32)
     return values / np.float32(255.0) if normalize else values
 

@@ -173,11 +173,16 @@ def _nms_opencv(
         class_id = None if class_id is None else class_id[top]
     rects: Any = np.array(xyxy, dtype=np.float64)  # a copy, made (x, y, w, h) in place
     rects[:, 2:] -= rects[:, :2]
-    # Non-finite coordinates make the sum non-finite; zero-area boxes and scores <= 0 are the cases
-    # where OpenCV's rules differ from torchvision's (module docstring).
-    if not rects[:, 2:].min() > 0 or not np.isfinite(rects.sum()) or not scores.min() > 0:
+    # Zero-area boxes and scores <= 0 are where OpenCV's rules differ from torchvision's (module
+    # docstring). A NaN anywhere makes its column's minimum NaN, an infinite coordinate makes a
+    # width or height infinite (or NaN), so two reductions check everything; each numpy call costs
+    # a few microseconds right after an inference, when this runs.
+    lo, hi = rects.min(axis=0), rects[:, 2:].max()
+    if not (lo[2] > 0 and lo[3] > 0 and np.isfinite(lo[0]) and np.isfinite(lo[1]) and np.isfinite(hi)):
         return None
-    rects[:, :2] -= rects[:, :2].min()  # a translation: IoU unchanged, coordinates >= 0
+    if not scores.min() > 0:
+        return None
+    rects[:, :2] -= lo[:2]  # a translation: IoU unchanged, coordinates >= 0
     sc: Any = scores.astype(np.float64)
     # The stubs declare sequences; the binding takes (N, 4) float64 arrays and returns an int array.
     kept: Any
