@@ -109,7 +109,7 @@ def _kind_of_file(source: Path, stamp: tuple[int, int]) -> str | None:
 
 
 def raw_pixel_kind(source: Path) -> str | None:
-    """"quantize", "dynamic" or "float" when a raw-pixel copy of `source` can be made, else None.
+    """ "quantize", "dynamic" or "float" when a raw-pixel copy of `source` can be made, else None.
 
     Remembered per file version, so detectors made again and again (tests, reloads) parse it once.
     """
@@ -198,7 +198,11 @@ def _check(source: Path, candidate: Path, kind: str, normalize: bool, exact: boo
         if quantiser is not None:
             q, params = quantiser.quantise(raw)
             meta = json.loads(edit.get_modelmeta().custom_metadata_map[QUANT_INPUT_KEY])
-            feed = {inp.name: q, meta["scale"]: np.array(params.scale), meta["zero_point"]: np.array(params.zero_point)}
+            feed = {
+                inp.name: q,
+                meta["scale"]: np.array(params.scale),
+                meta["zero_point"]: np.array(params.zero_point),
+            }
         want = orig.run(None, {inp.name: x})
         got = edit.run(None, feed)
         for w, g in zip(want, got, strict=True):
@@ -206,7 +210,9 @@ def _check(source: Path, candidate: Path, kind: str, normalize: bool, exact: boo
             if exact:
                 ok = w.shape == g.shape and np.array_equal(w, g)
             else:
-                ok = w.shape == g.shape and bool(np.all(np.abs(gf - wf) <= FLOAT_TOLERANCE * (np.abs(wf) + 1)))
+                ok = w.shape == g.shape and bool(
+                    np.all(np.abs(gf - wf) <= FLOAT_TOLERANCE * (np.abs(wf) + 1))
+                )
             if not ok:
                 raise ModelError(
                     f"{candidate.name}: the raw-pixel copy of {source} does not give the original's outputs "
@@ -243,14 +249,17 @@ def _check_quantiser(candidate: Path) -> None:
             if s != want.scale or z != want.zero_point or not np.array_equal(q, lut[xs]):
                 raise ModelError(
                     f"{candidate.name}: onnxruntime {ort.__version__} quantises images differently from "
-                    f"cityeye's emulation (peak byte {peak}); run the model as it is (model.raw_pixels: false)"
+                    f"cityeye's emulation (peak byte {peak}); run the model as it is "
+                    "(model.raw_pixels: false)"
                 )
 
 
 def derive_raw_pixel_model(source: Path, normalize: bool = True) -> Path:
     """The model-cache raw-pixel copy of `source`, made once (named after its content hash) and reused."""
     kind = raw_pixel_kind(source)
-    tag = {"quantize": "u8in", "dynamic": "u8dq", "float": "u8f" if normalize else "u8c"}.get(kind or "", "u8")
+    tag = {"quantize": "u8in", "dynamic": "u8dq", "float": "u8f" if normalize else "u8c"}.get(
+        kind or "", "u8"
+    )
     return cached_copy(
         source,
         tag,

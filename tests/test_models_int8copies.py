@@ -17,7 +17,7 @@ import pytest
 from onnx import numpy_helper
 
 from cityeye.models.quantize import quantize_model
-from cityeye.models.rawinput import derive_raw_pixel_model, raw_pixel_model, takes_raw_pixels
+from cityeye.models.rawinput import derive_raw_pixel_model, takes_raw_pixels
 from cityeye.models.registry import DEFAULT_MODEL, ModelError, open_session
 from cityeye.models.scorehead import (
     OUTPUT_NAME,

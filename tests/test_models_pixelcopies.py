@@ -121,7 +121,12 @@ def test_float_fold_and_logit_head_agree_with_the_file() -> None:
             _close(det.detect(img), want, box=1e-3, score=1e-5)
     assert found >= 10
     low = Detector(DEFAULT_MODEL, confidence=0.01)
-    _close(low.detect(_frames()[0]), Detector(DEFAULT_MODEL, confidence=0.01, **AS_IS).detect(_frames()[0]), 1e-3, 1e-5)
+    _close(
+        low.detect(_frames()[0]),
+        Detector(DEFAULT_MODEL, confidence=0.01, **AS_IS).detect(_frames()[0]),
+        1e-3,
+        1e-5,
+    )
 
 
 def test_logit_head_of_a_run_time_quantised_model_keeps_its_boxes() -> None:

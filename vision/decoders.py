@@ -248,7 +248,9 @@ class UltralyticsLogitDecoder:
     def decode(self, output: RawOutput, confidence: float) -> Candidates:
         if not isinstance(output, tuple) or len(output) != 2 or output[1].shape[:2] != (1, self.num_classes):
             got = [o.shape for o in output] if isinstance(output, tuple) else output.shape
-            raise ModelError(f"{self.family} decoder expects (boxes or bins, class logits) outputs, got {got}")
+            raise ModelError(
+                f"{self.family} decoder expects (boxes or bins, class logits) outputs, got {got}"
+            )
         first, logits = output[0][0], output[1][0]
         best = logits.max(axis=0)
         floor = confidence - 1e-5  # our sigmoid and onnxruntime's differ by ~1e-7

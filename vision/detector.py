@@ -293,7 +293,9 @@ class Detector:
 
         try:
             if kind == "logithead":
-                if not scorehead.takes_quantised_scores(self._path) and floathead.takes_logit_head(self._path):
+                if not scorehead.takes_quantised_scores(self._path) and floathead.takes_logit_head(
+                    self._path
+                ):
                     return floathead.derive_logit_head_model(self._path)
             elif kind == "rawinput":
                 got = rawinput.raw_pixel_kind(self._path)
@@ -475,7 +477,11 @@ class Detector:
         zero point, computed here from its bytes (vision/inputquant.py).
         """
         if self._quantiser is None or self._quant_names is None:
-            return {self._input_name: tensor if tensor.dtype == self._input_dtype else tensor.astype(self._input_dtype)}
+            return {
+                self._input_name: tensor
+                if tensor.dtype == self._input_dtype
+                else tensor.astype(self._input_dtype)
+            }
         q, params = self._quantiser.quantise(np.ascontiguousarray(tensor))
         return {
             self._input_name: q,
