@@ -15,6 +15,7 @@ below confirms on a real frame before the copy is used.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,12 +92,24 @@ def _dfl_bins(model: onnx.ModelProto, prod: dict[str, onnx.NodeProto], boxes: st
 
 
 def takes_logit_head(source: Path) -> bool:
-    """Whether `source` ends in a float Ultralytics head this module can cut (and onnx is installed)."""
+    """Whether `source` ends in a float Ultralytics head this module can cut (and onnx is installed).
+
+    Remembered per file version, so detectors made again and again (tests, reloads) parse it once.
+    """
+    st = source.stat()
+    return _takes(source, (st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _takes(source: Path, stamp: tuple[int, int]) -> bool:
     try:
         import onnx
     except ImportError:
         return False
-    model = onnx.load(str(source), load_external_data=False)
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+    except Exception:  # not a loadable protobuf: the session load reports it properly
+        return False
     return FLOAT_HEAD_KEY not in {p.key for p in model.metadata_props} and _head(model) is not None
 
 
