@@ -20,12 +20,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
-from cityeye.models.registry import ModelError, cached_copy, save_checked, sessions_to_compare
-from cityeye.models.scorehead import CHECK_FRAME
-from cityeye.vision.decoders import FLOAT_HEAD_KEY, STRIDES, UltralyticsDecoder, logit_head_decoder
+from cityeye.models.registry import ModelError, cached_copy, save_checked
+from cityeye.models.scorehead import decode_both, prune_to_outputs
+from cityeye.vision.decoders import FLOAT_HEAD_KEY, STRIDES, logit_head_decoder
 
 if TYPE_CHECKING:
     import onnx
@@ -133,17 +132,7 @@ def logit_head_model(source: Path, out: Path) -> None:
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(BINS, onnx.TensorProto.FLOAT, None))
     graph.output.append(helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, None))
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(list(graph.node)):  # drop the per-anchor work the decoder now does per candidate
-        if any(o in needed for o in node.output):
-            kept.append(node)
-            needed.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    keep_init = [i for i in graph.initializer if i.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_init)
+    prune_to_outputs(graph)  # drop the per-anchor work the decoder now does per candidate
     head = {"boxes": "dfl", "reg_max": reg_max, "strides": list(STRIDES)} if bins else {"boxes": "xywh"}
     model.metadata_props.append(onnx.StringStringEntryProto(key=FLOAT_HEAD_KEY, value=json.dumps(head)))
     save_checked(model, out, lambda candidate: _check(source, candidate))
@@ -151,19 +140,7 @@ def logit_head_model(source: Path, out: Path) -> None:
 
 def _check(source: Path, candidate: Path) -> None:
     """Decode the original and the copy on a real frame at a low threshold: they must agree."""
-    from cityeye.vision.letterbox import letterbox
-
-    orig, edit, inp, hw = sessions_to_compare(source, candidate, (640, 640))
-    image = cv2.imread(str(CHECK_FRAME))  # the shipped parking-lot frame: the head scores real cars
-    if image is None:
-        raise ModelError(f"cannot read the check frame {CHECK_FRAME}; reinstall cityeye")
-    x = np.empty((1, 3, *hw), dtype=np.uint8 if inp.type == "tensor(uint8)" else np.float32)
-    letterbox(np.asarray(image, dtype=np.uint8), hw, out=x)
-    want = UltralyticsDecoder(orig.get_outputs()[0].shape[1] - 4).decode(
-        orig.run(None, {inp.name: x})[0], _CHECK_CONFIDENCE
-    )
-    meta = dict(edit.get_modelmeta().custom_metadata_map)
-    outs = edit.run(None, {inp.name: x})
+    want, outs, hw, meta = decode_both(source, candidate, _CHECK_CONFIDENCE)
     got = logit_head_decoder(hw, meta, outs[1].shape[1]).decode((outs[0], outs[1]), _CHECK_CONFIDENCE)
     same = len(want) > 0 and len(got) == len(want) and np.array_equal(got.class_id, want.class_id)
     box = float(np.abs(got.xyxy - want.xyxy).max(initial=0.0)) if same else np.inf

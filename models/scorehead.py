@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -33,6 +33,8 @@ from cityeye.vision.decoders import SCORE_QUANT_KEY
 
 if TYPE_CHECKING:
     import onnx
+
+    from cityeye.vision.decoders import Candidates
 
 META_KEY = SCORE_QUANT_KEY
 OUTPUT_NAME = "cityeye_scores_u8"
@@ -119,9 +121,16 @@ def quantised_score_model(source: Path, out: Path) -> None:
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(boxes, onnx.TensorProto.FLOAT, None))
     graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.UINT8, None))
+    prune_to_outputs(graph)  # drop what only fed the float scores
+    model.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=json.dumps(params)))
+    save_checked(model, out, lambda candidate: _check(source, candidate))
+
+
+def prune_to_outputs(graph: onnx.GraphProto) -> None:
+    """Drop the nodes and initialisers that no longer feed any graph output."""
     needed = {o.name for o in graph.output}
     kept = []
-    for node in reversed(list(graph.node)):  # drop what only fed the float scores
+    for node in reversed(list(graph.node)):
         if any(o in needed for o in node.output):
             kept.append(node)
             needed.update(node.input)
@@ -130,13 +139,14 @@ def quantised_score_model(source: Path, out: Path) -> None:
     keep_init = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(keep_init)
-    model.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=json.dumps(params)))
-    save_checked(model, out, lambda candidate: _check(source, candidate))
 
 
-def _check(source: Path, candidate: Path) -> None:
-    """Decode the original and the copy on one image at a low threshold: they must agree."""
-    from cityeye.vision.decoders import UltralyticsDecoder, quantised_score_decoder
+def decode_both(
+    source: Path, candidate: Path, confidence: float
+) -> tuple[Candidates, list[Any], tuple[int, int], dict[str, str]]:
+    """The original's candidates on the shipped check frame, and the copy's raw outputs, input size
+    and metadata on the same tensor, for a head copy's check to decode and compare."""
+    from cityeye.vision.decoders import UltralyticsDecoder
     from cityeye.vision.letterbox import letterbox
 
     orig, edit, inp, hw = sessions_to_compare(source, candidate, (640, 640))
@@ -146,10 +156,17 @@ def _check(source: Path, candidate: Path) -> None:
     x = np.empty((1, 3, *hw), dtype=np.uint8 if inp.type == "tensor(uint8)" else np.float32)
     letterbox(np.asarray(image, dtype=np.uint8), hw, out=x)
     want = UltralyticsDecoder(orig.get_outputs()[0].shape[1] - 4).decode(
-        orig.run(None, {inp.name: x})[0], _CHECK_CONFIDENCE
+        orig.run(None, {inp.name: x})[0], confidence
     )
     meta = dict(edit.get_modelmeta().custom_metadata_map)
-    outs = edit.run(None, {inp.name: x})
+    return want, edit.run(None, {inp.name: x}), hw, meta
+
+
+def _check(source: Path, candidate: Path) -> None:
+    """Decode the original and the copy on one image at a low threshold: they must agree."""
+    from cityeye.vision.decoders import quantised_score_decoder
+
+    want, outs, hw, meta = decode_both(source, candidate, _CHECK_CONFIDENCE)
     dec = quantised_score_decoder(hw, meta, outs[1].shape[1])
     got = dec.decode((outs[0], outs[1]), _CHECK_CONFIDENCE)
     same = (
