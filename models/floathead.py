@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cityeye.models.registry import ModelError, cached_copy, save_checked
+from cityeye.models.registry import ModelError, cached_copy, load_graph, save_checked
 from cityeye.models.scorehead import decode_both, prune_to_outputs
 from cityeye.vision.decoders import FLOAT_HEAD_KEY, STRIDES, logit_head_decoder
 
@@ -101,13 +101,8 @@ def takes_logit_head(source: Path) -> bool:
 
 @functools.lru_cache(maxsize=32)
 def _takes(source: Path, stamp: tuple[int, int]) -> bool:
-    try:
-        import onnx
-    except ImportError:
-        return False
-    try:
-        model = onnx.load(str(source), load_external_data=False)
-    except Exception:  # not a loadable protobuf: the session load reports it properly
+    model = load_graph(source)
+    if model is None:
         return False
     return FLOAT_HEAD_KEY not in {p.key for p in model.metadata_props} and _head(model) is not None
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cityeye.models.registry import ModelError, cached_copy, save_checked, sessions_to_compare
+from cityeye.models.registry import ModelError, cached_copy, load_graph, save_checked, sessions_to_compare
 from cityeye.vision.inputquant import QUANT_INPUT_KEY, DynamicInputQuantiser
 from cityeye.vision.letterbox import LetterboxSpec, letterbox, pixel_values
 
@@ -37,17 +37,6 @@ _SCALE = np.float32(1.0 / 255.0)
 FLOAT_TOLERANCE = 1e-4
 """A folded float copy's outputs may differ from the file's by this much relative to each value's
 size (plus the same absolute amount near zero); measured on the shipped model: ~1e-6."""
-
-
-def _load(source: Path) -> onnx.ModelProto | None:
-    try:
-        import onnx
-    except ImportError:
-        return None
-    try:
-        return onnx.load(str(source), load_external_data=False)
-    except Exception:  # not a loadable protobuf: the session load reports it properly
-        return None
 
 
 def _consumers(model: onnx.ModelProto, name: str) -> list[onnx.NodeProto]:
@@ -104,7 +93,7 @@ def _kind(model: onnx.ModelProto) -> str | None:
 
 @functools.lru_cache(maxsize=32)
 def _kind_of_file(source: Path, stamp: tuple[int, int]) -> str | None:
-    model = _load(source)
+    model = load_graph(source)
     return None if model is None else _kind(model)
 
 

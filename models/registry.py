@@ -279,6 +279,19 @@ def sessions_to_compare(
     return orig, edit, inp, (h, w) if isinstance(h, int) and isinstance(w, int) else default_hw
 
 
+def load_graph(source: Path) -> onnx.ModelProto | None:
+    """The graph of `source` for a derived copy's applicability test; None without onnx or for a file
+    onnx cannot parse (the session load then reports what is wrong with it)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        return onnx.load(str(source), load_external_data=False)
+    except Exception:  # onnx raises protobuf's DecodeError and others, no common base
+        return None
+
+
 def load_if_quantised(source: Path) -> onnx.ModelProto | None:
     """The graph of `source` when it has QuantizeLinear nodes and onnx is installed, else None.
 

@@ -8,6 +8,7 @@ chosen together from the model's own output shape and metadata, never configured
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -218,6 +219,13 @@ class UltralyticsQuantizedDecoder:
         return Candidates(_columns_to_xyxy(boxes[:, idx]), score, cls)
 
 
+@functools.lru_cache(maxsize=16)
+def _logit_floor(confidence: float) -> float:
+    """The logit just below `confidence` (our sigmoid and onnxruntime's differ by ~1e-7), once per value."""
+    floor = confidence - 1e-5
+    return float(np.float32(np.log(floor / (1.0 - floor)))) if floor > 0 else -np.inf
+
+
 def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     out: npt.NDArray[np.float32] = np.exp(-x)
     np.add(out, np.float32(1.0), out=out)
@@ -253,9 +261,7 @@ class UltralyticsLogitDecoder:
             )
         first, logits = output[0][0], output[1][0]
         best = logits.max(axis=0)
-        floor = confidence - 1e-5  # our sigmoid and onnxruntime's differ by ~1e-7
-        cut = np.float32(np.log(floor / (1.0 - floor))) if floor > 0 else -np.inf
-        idx = (best > cut).nonzero()[0]
+        idx = (best > _logit_floor(confidence)).nonzero()[0]
         score = _sigmoid(best[idx])
         keep = score > confidence
         idx, score = idx[keep], score[keep]
