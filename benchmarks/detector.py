@@ -94,7 +94,7 @@ class Timer:
     (measured), which would otherwise land on whichever side came first.
 
     When the detector runs a checked copy of a statically quantised file (pixel bytes in,
-    models/rawinput.py; class scores out as bytes, models/scorehead.py), `ceiling` is the file as
+    models/rawinput.py; class scores and box bins out as bytes, models/scorehead.py), `ceiling` is the file as
     given, fed float tensors as Ultralytics feeds it, in a pass of its own, and
     `ceiling_of_graph_run` the copy ours runs: the first is the comparison the issue asks for
     (ours may beat it, the copy being cheaper), the second how much of our time is outside the model.

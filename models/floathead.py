@@ -20,10 +20,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from cityeye.models.headcut import compare, decode_both, dfl_bins, producers, prune_to_outputs
 from cityeye.models.registry import ModelError, cached_copy, load_graph, save_checked
-from cityeye.models.scorehead import decode_both, prune_to_outputs
 from cityeye.vision.decoders import FLOAT_HEAD_KEY, STRIDES, logit_head_decoder
 
 if TYPE_CHECKING:
@@ -45,49 +43,14 @@ def _head(model: onnx.ModelProto) -> tuple[onnx.NodeProto, onnx.NodeProto, str |
     graph = model.graph
     if len(graph.output) != 1 or len(graph.input) < 1:
         return None
-    prod = {o: n for n in graph.node for o in n.output}
+    prod = producers(graph)
     cat = prod.get(graph.output[0].name)
     if cat is None or cat.op_type != "Concat" or len(cat.input) != 2:
         return None
     sig = prod.get(cat.input[1])
     if sig is None or sig.op_type != "Sigmoid":
         return None
-    return cat, sig, *_dfl_bins(model, prod, cat.input[0])
-
-
-def _dfl_bins(model: onnx.ModelProto, prod: dict[str, onnx.NodeProto], boxes: str) -> tuple[str | None, int]:
-    """Walk the box branch back to Reshape -> Transpose -> Softmax -> Transpose -> Conv(0..15)."""
-    from onnx import numpy_helper
-
-    consts = {i.name: i for i in model.graph.initializer}
-    seen, stack, softmax = set(), [boxes], None
-    while stack:
-        name = stack.pop()
-        node = prod.get(name)
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type in ("DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger"):
-            return None, 0  # quantised: the copy could not redo it exactly per anchor
-        if node.op_type == "Softmax":
-            softmax = node
-            continue
-        stack += [i for i in node.input if i and i in prod]
-    if softmax is None:
-        return None, 0
-    tr = prod.get(softmax.input[0])
-    rs = prod.get(tr.input[0]) if tr is not None and tr.op_type == "Transpose" else None
-    if rs is None or rs.op_type != "Reshape":
-        return None, 0
-    users = {n.input[0]: n for n in model.graph.node if n.input}
-    tr2 = users.get(softmax.output[0])
-    conv = users.get(tr2.output[0]) if tr2 is not None and tr2.op_type == "Transpose" else None
-    if conv is None or conv.op_type != "Conv" or len(conv.input) < 2 or conv.input[1] not in consts:
-        return None, 0
-    w = numpy_helper.to_array(consts[conv.input[1]]).reshape(-1)
-    if not np.array_equal(w, np.arange(len(w), dtype=w.dtype)):
-        return None, 0
-    return rs.input[0], len(w)
+    return cat, sig, *dfl_bins(model, prod, cat.input[0])
 
 
 def takes_logit_head(source: Path) -> bool:
@@ -137,10 +100,8 @@ def _check(source: Path, candidate: Path) -> None:
     """Decode the original and the copy on a real frame at a low threshold: they must agree."""
     want, outs, hw, meta = decode_both(source, candidate, _CHECK_CONFIDENCE)
     got = logit_head_decoder(hw, meta, outs[1].shape[1]).decode((outs[0], outs[1]), _CHECK_CONFIDENCE)
-    same = len(want) > 0 and len(got) == len(want) and np.array_equal(got.class_id, want.class_id)
-    box = float(np.abs(got.xyxy - want.xyxy).max(initial=0.0)) if same else np.inf
-    score = float(np.abs(got.score - want.score).max(initial=0.0)) if same else np.inf
-    if not (box <= _BOX_TOLERANCE and score <= _SCORE_TOLERANCE):
+    same, box, score = compare(want, got)
+    if not (same and box <= _BOX_TOLERANCE and score <= _SCORE_TOLERANCE):
         raise ModelError(
             f"{candidate.name}: the logit-head copy of {source} does not decode like the original "
             f"({len(got)} vs {len(want)} candidates, box difference {box:g}, score difference {score:g}); "

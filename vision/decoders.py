@@ -35,6 +35,9 @@ COCO80_NAMES: tuple[str, ...] = (
 STRIDES: tuple[int, ...] = (8, 16, 32)
 SCORE_QUANT_KEY = "cityeye_score_quant"
 """Metadata of a byte-score copy (models/scorehead.py): each stride's [scale, zero point]."""
+BIN_QUANT_KEY = "cityeye_bin_quant"
+"""Metadata of a byte-score copy whose first output is the box bins' bytes: each stride's
+[scale, zero point], reg_max and the strides."""
 FLOAT_HEAD_KEY = "cityeye_float_head"
 """Metadata of a logit-head copy (models/floathead.py): how its first output holds the boxes."""
 
@@ -170,19 +173,62 @@ class YoloxDecoder:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class DflGrid:
+    """The anchor grid of a YOLOv8/11 head, to decode candidates' raw box bins as the graph would
+    for every anchor: a softmax over each side's bins, their expected index as the distance from
+    the anchor centre, then centre and size times the stride."""
+
+    anchors: npt.NDArray[np.float32]
+    """(2, N) anchor centres in grid cells."""
+    stride: npt.NDArray[np.float32]
+    reg_max: int = 16
+
+    @classmethod
+    def of(cls, input_hw: tuple[int, int], head: Mapping[str, Any]) -> DflGrid:
+        """The grid for `input_hw` from a copy's metadata (`strides`, `reg_max`)."""
+        grid, stride = _grid(input_hw, tuple(int(s) for s in head.get("strides", STRIDES)))
+        anchors = np.ascontiguousarray((grid + np.float32(0.5)).T)
+        return cls(anchors, stride.reshape(-1), int(head.get("reg_max", 16)))
+
+    def boxes(self, bins: npt.NDArray[np.float32], idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        """(4, k) cx, cy, w, h in input pixels from the candidates' (4 * reg_max, k) bins."""
+        b = bins.reshape(4, self.reg_max, -1)
+        e = np.exp(b - b.max(axis=1, keepdims=True))
+        dist = (e * np.arange(self.reg_max, dtype=np.float32)[:, None]).sum(axis=1) / e.sum(axis=1)
+        a = self.anchors[:, idx]
+        lt, rb = a - dist[0:2], a + dist[2:4]
+        s = self.stride[idx]
+        out: npt.NDArray[np.float32] = np.concatenate([(lt + rb) / np.float32(2.0) * s, (rb - lt) * s])
+        return out.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteBins:
+    """Box bins that come as bytes: the grid to decode them and, per anchor, its stride's
+    dequantisation scale and zero point."""
+
+    grid: DflGrid
+    scale: npt.NDArray[np.float32]
+    zero_point: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class UltralyticsQuantizedDecoder:
     """A YOLOv8/11 head whose class scores come as the quantised bytes (models/scorehead.py).
 
-    Outputs: boxes (1, 4, N) as in the float head, scores (1, nc, N) uint8, each anchor's byte
-    dequantised with its stride's scale and zero point. The sigmoid is monotonic, so the best
-    byte is the best class and a per-anchor byte threshold finds the candidates; the sigmoid is
-    taken of those only and the float test `score > confidence` then decides, as in the float head.
+    Outputs: boxes (1, 4, N) as in the float head, or the box bins' bytes (1, 4 * reg_max, N)
+    when `bins` is set; scores (1, nc, N) uint8, each anchor's byte dequantised with its stride's
+    scale and zero point. The sigmoid is monotonic, so the best byte is the best class and a
+    per-anchor byte threshold finds the candidates; the sigmoid is taken of those only and the
+    float test `score > confidence` then decides, as in the float head. Bins are dequantised
+    exactly as DequantizeLinear does ((q - zero point) * scale in float32) for the candidates only.
     """
 
     num_classes: int
     scale: npt.NDArray[np.float32]
     """Per anchor: its stride's dequantisation scale."""
     zero_point: npt.NDArray[np.float32]
+    bins: ByteBins | None = None
     family: ClassVar[str] = "ultralytics-u8scores"
     preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
     needs_nms: ClassVar[bool] = True
@@ -206,17 +252,20 @@ class UltralyticsQuantizedDecoder:
     def decode(self, output: RawOutput, confidence: float) -> Candidates:
         if not isinstance(output, tuple) or len(output) != 2 or output[1].shape[:2] != (1, self.num_classes):
             got = [o.shape for o in output] if isinstance(output, tuple) else output.shape
-            raise ModelError(f"{self.family} decoder expects (boxes, byte scores) outputs, got {got}")
-        boxes, scores = output[0][0], output[1][0]
+            raise ModelError(f"{self.family} decoder expects (boxes or bins, byte scores) outputs, got {got}")
+        first, scores = output[0][0], output[1][0]
         best = scores.max(axis=0)
-        idx = np.flatnonzero(best > self._threshold(confidence))
+        idx = (best > self._threshold(confidence)).nonzero()[0]
         # Dequantised exactly as DequantizeLinear does ((q - zero point) * scale in float32).
         logit = (best[idx].astype(np.float32) - self.zero_point[idx]) * self.scale[idx]
-        score = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        score = _sigmoid(logit)
         keep = score > confidence
         idx, score = idx[keep], score[keep]
         cls = scores[:, idx].argmax(axis=0).astype(np.int32)
-        return Candidates(_columns_to_xyxy(boxes[:, idx]), score, cls)
+        if self.bins is None:
+            return Candidates(_columns_to_xyxy(first[:, idx]), score, cls)
+        bins = (first[:, idx].astype(np.float32) - self.bins.zero_point[idx]) * self.bins.scale[idx]
+        return Candidates(_columns_to_xyxy(self.bins.grid.boxes(bins, idx)), score, cls)
 
 
 @functools.lru_cache(maxsize=16)
@@ -245,10 +294,8 @@ class UltralyticsLogitDecoder:
     """
 
     num_classes: int
-    anchors: npt.NDArray[np.float32] | None
-    """(2, N) anchor centres in grid cells for a bins head; None when the boxes come finished."""
-    stride: npt.NDArray[np.float32] | None
-    reg_max: int = 16
+    grid: DflGrid | None
+    """The anchor grid for a bins head; None when the boxes come finished."""
     family: ClassVar[str] = "ultralytics-logits"
     preprocess: ClassVar[LetterboxSpec] = LetterboxSpec(center=True, rgb=True, normalize=True)
     needs_nms: ClassVar[bool] = True
@@ -266,20 +313,8 @@ class UltralyticsLogitDecoder:
         keep = score > confidence
         idx, score = idx[keep], score[keep]
         cls = logits[:, idx].argmax(axis=0).astype(np.int32)
-        sub = first[:, idx] if self.anchors is None else self._boxes(first[:, idx], idx)
+        sub = first[:, idx] if self.grid is None else self.grid.boxes(first[:, idx], idx)
         return Candidates(_columns_to_xyxy(sub), score, cls)
-
-    def _boxes(self, bins: npt.NDArray[np.float32], idx: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
-        """(4, k) cx, cy, w, h in input pixels from the candidates' (4 * reg_max, k) bins."""
-        assert self.anchors is not None and self.stride is not None
-        b = bins.reshape(4, self.reg_max, -1)
-        e = np.exp(b - b.max(axis=1, keepdims=True))
-        dist = (e * np.arange(self.reg_max, dtype=np.float32)[:, None]).sum(axis=1) / e.sum(axis=1)
-        a = self.anchors[:, idx]
-        lt, rb = a - dist[0:2], a + dist[2:4]
-        s = self.stride[idx]
-        out: npt.NDArray[np.float32] = np.concatenate([(lt + rb) / np.float32(2.0) * s, (rb - lt) * s])
-        return out.astype(np.float32, copy=False)
 
 
 def logit_head_decoder(
@@ -291,28 +326,37 @@ def logit_head_decoder(
         kind = head["boxes"]
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelError(f"logit-head model without valid {FLOAT_HEAD_KEY} metadata: {exc}") from exc
-    if kind == "xywh":
-        return UltralyticsLogitDecoder(num_classes, None, None)
-    strides = tuple(int(s) for s in head.get("strides", STRIDES))
-    grid, stride = _grid(input_hw, strides)
-    anchors = np.ascontiguousarray((grid + np.float32(0.5)).T)
-    return UltralyticsLogitDecoder(num_classes, anchors, stride.reshape(-1), int(head.get("reg_max", 16)))
+    return UltralyticsLogitDecoder(num_classes, None if kind == "xywh" else DflGrid.of(input_hw, head))
 
 
 def quantised_score_decoder(
     input_hw: tuple[int, int], metadata: Mapping[str, str], num_classes: int
 ) -> UltralyticsQuantizedDecoder:
-    """The decoder of a byte-score copy, its per-stride scale and zero point spread over the anchors."""
+    """The decoder of a byte-score copy, its per-stride scales and zero points spread over the anchors."""
     try:
-        params = [(float(s), float(z)) for s, z in json.loads(metadata[SCORE_QUANT_KEY])]
+        scores = json.loads(metadata[SCORE_QUANT_KEY])
+        head = json.loads(metadata[BIN_QUANT_KEY]) if BIN_QUANT_KEY in metadata else None
+        scale, zero = _per_anchor(input_hw, scores)
+        bins = None
+        if head is not None:
+            bins = ByteBins(DflGrid.of(input_hw, head), *_per_anchor(input_hw, head["params"]))
     except (KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"byte-score model without valid {SCORE_QUANT_KEY} metadata: {exc}") from exc
+        raise ModelError(
+            f"byte-score model without valid {SCORE_QUANT_KEY} / {BIN_QUANT_KEY} metadata: {exc}"
+        ) from exc
+    return UltralyticsQuantizedDecoder(num_classes, scale, zero, bins)
+
+
+def _per_anchor(
+    input_hw: tuple[int, int], params: Sequence[Sequence[float]]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Each stride's [scale, zero point] repeated over its anchors."""
     if len(params) != len(STRIDES):
-        raise ModelError(f"{SCORE_QUANT_KEY} has {len(params)} strides, expected {len(STRIDES)}")
+        raise ValueError(f"{len(params)} strides' quantisation parameters, expected {len(STRIDES)}")
     counts = [(input_hw[0] // s) * (input_hw[1] // s) for s in STRIDES]
-    scale = np.repeat(np.array([p[0] for p in params], np.float32), counts)
-    zero = np.repeat(np.array([p[1] for p in params], np.float32), counts)
-    return UltralyticsQuantizedDecoder(num_classes, scale, zero)
+    scale = np.repeat(np.array([float(p[0]) for p in params], np.float32), counts)
+    zero = np.repeat(np.array([float(p[1]) for p in params], np.float32), counts)
+    return scale, zero
 
 
 @dataclass(frozen=True, slots=True)

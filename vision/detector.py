@@ -283,8 +283,9 @@ class Detector:
 
         "rawinput": takes the pixel bytes instead of a float image (models/rawinput.py: bit-identical
         for quantised graphs, within float rounding for a float graph's folded first convolution).
-        "scorehead": outputs a statically quantised head's class scores as bytes instead of their
-        float sigmoid (same candidates, classes and boxes; scores within 1e-6; models/scorehead.py).
+        "scorehead": outputs a statically quantised head's class scores (and box bins, where the box
+        decode is float) as bytes instead of their float sigmoid and decoded boxes (same candidates
+        and classes; scores within 1e-6; boxes within 1e-3 px; models/scorehead.py).
         "logithead": a float head's class logits and box bins, decoded per candidate instead of per
         anchor (same candidates and classes, boxes within 1e-3 px; models/floathead.py).
         A model this does not apply to, or a failed check, keeps the file as it is.
@@ -492,7 +493,7 @@ class Detector:
     def infer(self, tensor: npt.NDArray[Any]) -> RawOutput:
         """Raw model output of a (B, 3, H, W) tensor made by `preprocess`/`preprocess_batch`.
 
-        One float32 array for most heads; (boxes, byte scores) for a byte-score copy.
+        One float32 array for most heads; (boxes or byte bins, byte scores) for a byte-score copy.
         """
         if tensor.ndim != 4:
             raise ValueError(f"infer takes a (batch, 3, H, W) tensor, got shape {tensor.shape}")

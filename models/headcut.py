@@ -1,0 +1,117 @@
+"""Graph helpers shared by the copies that cut an Ultralytics head short (scorehead, floathead).
+
+Both copies stop the graph before per-anchor work the decoder only needs for a few candidates,
+drop what no longer feeds an output, and check the copy's decoded result against the file's on a
+real frame before it is used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+import cityeye
+from cityeye.models.registry import ModelError, sessions_to_compare
+
+if TYPE_CHECKING:
+    import onnx
+
+    from cityeye.vision.decoders import Candidates
+
+CHECK_FRAME = (
+    Path(cityeye.__file__).resolve().parent / "samples" / "pucpr" / "frames" / "2012-09-11_15_16_58.jpg"
+)
+"""A shipped parking-lot frame: the head scores real cars on it, so a check compares real boxes."""
+_QUANTISED_OPS = ("DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger")
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Each tensor's producing node."""
+    return {o: n for n in graph.node for o in n.output}
+
+
+def dfl_bins(model: onnx.ModelProto, prod: dict[str, onnx.NodeProto], boxes: str) -> tuple[str | None, int]:
+    """The float tensor of raw box bins that feeds the box branch's distribution focal loss decode
+    (Reshape -> Transpose -> Softmax -> Transpose -> Conv with weights 0..reg_max-1), and reg_max.
+
+    (None, 0) when the branch is not that, or is quantised after the bins: a copy could not redo
+    that per candidate exactly.
+    """
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in model.graph.initializer}
+    seen, stack, softmax = set(), [boxes], None
+    while stack:
+        node = prod.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in _QUANTISED_OPS:
+            return None, 0
+        if node.op_type == "Softmax":
+            softmax = node
+            continue
+        stack += [i for i in node.input if i and i in prod]
+    if softmax is None:
+        return None, 0
+    tr = prod.get(softmax.input[0])
+    rs = prod.get(tr.input[0]) if tr is not None and tr.op_type == "Transpose" else None
+    if rs is None or rs.op_type != "Reshape":
+        return None, 0
+    users = {n.input[0]: n for n in model.graph.node if n.input}
+    tr2 = users.get(softmax.output[0])
+    conv = users.get(tr2.output[0]) if tr2 is not None and tr2.op_type == "Transpose" else None
+    if conv is None or conv.op_type != "Conv" or len(conv.input) < 2 or conv.input[1] not in consts:
+        return None, 0
+    w = numpy_helper.to_array(consts[conv.input[1]]).reshape(-1)
+    if not np.array_equal(w, np.arange(len(w), dtype=w.dtype)):
+        return None, 0
+    return rs.input[0], len(w)
+
+
+def prune_to_outputs(graph: onnx.GraphProto) -> None:
+    """Drop the nodes and initialisers that no longer feed any graph output."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    keep_init = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(keep_init)
+
+
+def decode_both(
+    source: Path, candidate: Path, confidence: float
+) -> tuple[Candidates, list[Any], tuple[int, int], dict[str, str]]:
+    """The original's candidates on the shipped check frame, and the copy's raw outputs, input size
+    and metadata on the same tensor, for a head copy's check to decode and compare."""
+    from cityeye.vision.decoders import UltralyticsDecoder
+    from cityeye.vision.letterbox import letterbox
+
+    orig, edit, inp, hw = sessions_to_compare(source, candidate, (640, 640))
+    image = cv2.imread(str(CHECK_FRAME))
+    if image is None:
+        raise ModelError(f"cannot read the check frame {CHECK_FRAME}; reinstall cityeye")
+    x = np.empty((1, 3, *hw), dtype=np.uint8 if inp.type == "tensor(uint8)" else np.float32)
+    letterbox(np.asarray(image, dtype=np.uint8), hw, out=x)
+    want = UltralyticsDecoder(orig.get_outputs()[0].shape[1] - 4).decode(
+        orig.run(None, {inp.name: x})[0], confidence
+    )
+    meta = dict(edit.get_modelmeta().custom_metadata_map)
+    return want, edit.run(None, {inp.name: x}), hw, meta
+
+
+def compare(want: Candidates, got: Candidates) -> tuple[bool, float, float]:
+    """Whether both have the same candidates and classes, and their largest box and score difference."""
+    same = len(want) > 0 and len(got) == len(want) and np.array_equal(got.class_id, want.class_id)
+    if not same:
+        return False, np.inf, np.inf
+    box = float(np.abs(got.xyxy - want.xyxy).max(initial=0.0))
+    return True, box, float(np.abs(got.score - want.score).max(initial=0.0))
