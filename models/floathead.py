@@ -16,12 +16,11 @@ below confirms on a real frame before the copy is used.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityeye.models.headcut import compare, decode_both, dfl_bins, producers, prune_to_outputs
-from cityeye.models.registry import ModelError, cached_copy, load_graph, save_checked
+from cityeye.models.headcut import check_copy, dfl_bins, load_head, output_head, save_cut
+from cityeye.models.registry import cached_copy, load_graph
 from cityeye.vision.decoders import FLOAT_HEAD_KEY, STRIDES, logit_head_decoder
 
 if TYPE_CHECKING:
@@ -29,9 +28,6 @@ if TYPE_CHECKING:
 
 LOGITS = "cityeye_class_logits"
 BINS = "cityeye_box_bins"
-_CHECK_CONFIDENCE = 0.01
-_SCORE_TOLERANCE = 1e-6
-_BOX_TOLERANCE = 1e-3
 
 
 def _head(model: onnx.ModelProto) -> tuple[onnx.NodeProto, onnx.NodeProto, str | None, int] | None:
@@ -40,16 +36,10 @@ def _head(model: onnx.ModelProto) -> tuple[onnx.NodeProto, onnx.NodeProto, str |
     The bins are None when the box branch is not plain float from there on (e.g. quantised at run
     time), so that only the class branch is cut.
     """
-    graph = model.graph
-    if len(graph.output) != 1 or len(graph.input) < 1:
+    found = output_head(model)
+    if found is None:
         return None
-    prod = producers(graph)
-    cat = prod.get(graph.output[0].name)
-    if cat is None or cat.op_type != "Concat" or len(cat.input) != 2:
-        return None
-    sig = prod.get(cat.input[1])
-    if sig is None or sig.op_type != "Sigmoid":
-        return None
+    prod, cat, sig = found
     return cat, sig, *dfl_bins(model, prod, cat.input[0])
 
 
@@ -75,38 +65,21 @@ def logit_head_model(source: Path, out: Path) -> None:
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(source))
-    found = _head(model)
-    if found is None:
-        raise ModelError(
-            f"{source} does not end in a float Ultralytics head (Concat of boxes and the sigmoid of class "
-            "logits); use it as it is"
-        )
-    cat, sig, bins, reg_max = found
+    model, (cat, sig, bins, reg_max) = load_head(
+        source, _head, "a float Ultralytics head (Concat of boxes and the sigmoid of class logits)"
+    )
     graph = model.graph
     first = bins if bins is not None else cat.input[0]
     graph.node.append(helper.make_node("Identity", [first], [BINS]))
     graph.node.append(helper.make_node("Identity", [sig.input[0]], [LOGITS]))
-    del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(BINS, onnx.TensorProto.FLOAT, None))
-    graph.output.append(helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, None))
-    prune_to_outputs(graph)  # drop the per-anchor work the decoder now does per candidate
+    outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in (BINS, LOGITS)]
     head = {"boxes": "dfl", "reg_max": reg_max, "strides": list(STRIDES)} if bins else {"boxes": "xywh"}
-    model.metadata_props.append(onnx.StringStringEntryProto(key=FLOAT_HEAD_KEY, value=json.dumps(head)))
-    save_checked(model, out, lambda candidate: _check(source, candidate))
+    # Pruning drops the per-anchor work the decoder now does per candidate.
+    save_cut(model, outputs, {FLOAT_HEAD_KEY: head}, out, lambda candidate: _check(source, candidate))
 
 
 def _check(source: Path, candidate: Path) -> None:
-    """Decode the original and the copy on a real frame at a low threshold: they must agree."""
-    want, outs, hw, meta = decode_both(source, candidate, _CHECK_CONFIDENCE)
-    got = logit_head_decoder(hw, meta, outs[1].shape[1]).decode((outs[0], outs[1]), _CHECK_CONFIDENCE)
-    same, box, score = compare(want, got)
-    if not (same and box <= _BOX_TOLERANCE and score <= _SCORE_TOLERANCE):
-        raise ModelError(
-            f"{candidate.name}: the logit-head copy of {source} does not decode like the original "
-            f"({len(got)} vs {len(want)} candidates, box difference {box:g}, score difference {score:g}); "
-            "use the original"
-        )
+    check_copy(source, candidate, "logit-head", logit_head_decoder)
 
 
 def derive_logit_head_model(source: Path) -> Path:

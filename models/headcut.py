@@ -7,30 +7,54 @@ real frame before it is used.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
 import numpy as np
 
 import cityeye
-from cityeye.models.registry import ModelError, sessions_to_compare
+from cityeye.models.registry import ModelError, save_checked, sessions_to_compare
 
 if TYPE_CHECKING:
     import onnx
 
-    from cityeye.vision.decoders import Candidates
+    from cityeye.vision.decoders import Candidates, Decoder
 
 CHECK_FRAME = (
     Path(cityeye.__file__).resolve().parent / "samples" / "pucpr" / "frames" / "2012-09-11_15_16_58.jpg"
 )
 """A shipped parking-lot frame: the head scores real cars on it, so a check compares real boxes."""
+T = TypeVar("T")
+CHECK_CONFIDENCE = 0.01
+SCORE_TOLERANCE = 1e-6
+BOX_TOLERANCE = 1e-3
 _QUANTISED_OPS = ("DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger")
 
 
 def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     """Each tensor's producing node."""
     return {o: n for n in graph.node for o in n.output}
+
+
+def output_head(
+    model: onnx.ModelProto,
+) -> tuple[dict[str, onnx.NodeProto], onnx.NodeProto, onnx.NodeProto] | None:
+    """An Ultralytics head's single output Concat(boxes, Sigmoid(class scores)): the producers, the
+    Concat and the Sigmoid; None for any other graph."""
+    graph = model.graph
+    if len(graph.output) != 1 or len(graph.input) < 1:
+        return None
+    prod = producers(graph)
+    cat = prod.get(graph.output[0].name)
+    if cat is None or cat.op_type != "Concat" or len(cat.input) != 2:
+        return None
+    sig = prod.get(cat.input[1])
+    if sig is None or sig.op_type != "Sigmoid":
+        return None
+    return prod, cat, sig
 
 
 def dfl_bins(model: onnx.ModelProto, prod: dict[str, onnx.NodeProto], boxes: str) -> tuple[str | None, int]:
@@ -87,6 +111,39 @@ def prune_to_outputs(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(keep_init)
 
 
+def load_head(
+    source: Path, find: Callable[[onnx.ModelProto], T | None], expected: str
+) -> tuple[onnx.ModelProto, T]:
+    """`source`'s graph and what `find` takes apart in it, or an error naming the `expected` head."""
+    import onnx
+
+    model = onnx.load(str(source))
+    found = find(model)
+    if found is None:
+        raise ModelError(f"{source} does not end in {expected}; use it as it is")
+    return model, found
+
+
+def save_cut(
+    model: onnx.ModelProto,
+    outputs: list[onnx.ValueInfoProto],
+    metadata: dict[str, object],
+    out: Path,
+    check: Callable[[Path], None],
+) -> None:
+    """Give the edited head its new outputs and metadata (JSON values), drop what no longer feeds
+    them, and write it to `out` only if `check` accepts it."""
+    import onnx
+
+    graph = model.graph
+    del graph.output[:]
+    graph.output.extend(outputs)
+    prune_to_outputs(graph)
+    for key, value in metadata.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=json.dumps(value)))
+    save_checked(model, out, check)
+
+
 def decode_both(
     source: Path, candidate: Path, confidence: float
 ) -> tuple[Candidates, list[Any], tuple[int, int], dict[str, str]]:
@@ -108,10 +165,23 @@ def decode_both(
     return want, edit.run(None, {inp.name: x}), hw, meta
 
 
-def compare(want: Candidates, got: Candidates) -> tuple[bool, float, float]:
-    """Whether both have the same candidates and classes, and their largest box and score difference."""
+def check_copy(
+    source: Path,
+    candidate: Path,
+    what: str,
+    decoder: Callable[[tuple[int, int], dict[str, str], int], Decoder],
+) -> None:
+    """Decode the original and the copy on the check frame at a low threshold: the same candidates
+    and classes, scores within 1e-6 (numpy's sigmoid vs onnxruntime's) and boxes within 1e-3 px
+    (numpy's softmax of box bins vs onnxruntime's), or the copy is refused."""
+    want, outs, hw, meta = decode_both(source, candidate, CHECK_CONFIDENCE)
+    got = decoder(hw, meta, outs[1].shape[1]).decode((outs[0], outs[1]), CHECK_CONFIDENCE)
     same = len(want) > 0 and len(got) == len(want) and np.array_equal(got.class_id, want.class_id)
-    if not same:
-        return False, np.inf, np.inf
-    box = float(np.abs(got.xyxy - want.xyxy).max(initial=0.0))
-    return True, box, float(np.abs(got.score - want.score).max(initial=0.0))
+    box = float(np.abs(got.xyxy - want.xyxy).max(initial=0.0)) if same else np.inf
+    score = float(np.abs(got.score - want.score).max(initial=0.0)) if same else np.inf
+    if not (box <= BOX_TOLERANCE and score <= SCORE_TOLERANCE):
+        raise ModelError(
+            f"{candidate.name}: the {what} copy of {source} does not decode like the original "
+            f"({len(got)} vs {len(want)} candidates, box difference {box:g}, score difference {score:g}); "
+            "use the original"
+        )

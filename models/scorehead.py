@@ -14,21 +14,20 @@ anchors), and skips the decode over all anchors (~0.7 ms of an 9 ms run at 384x6
 The decoder (`UltralyticsQuantizedDecoder`) thresholds the score bytes per stride, takes the
 sigmoid of the candidates only and decodes only their boxes: same candidates and classes, scores
 within 1e-6 of the original's (its sigmoid is onnxruntime's approximation, ours numpy's), boxes
-identical, or within 1e-3 px when decoded from bins. The check below decodes both on an image and
-refuses the copy unless that holds.
+identical, or within 1e-3 px when decoded from bins. The check (`headcut.check_copy`) decodes
+both on a real frame and refuses the copy unless that holds (to 1e-3 px for boxes either way).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cityeye.models.headcut import compare, decode_both, dfl_bins, producers, prune_to_outputs
-from cityeye.models.registry import ModelError, cached_copy, load_if_quantised, save_checked
-from cityeye.vision.decoders import BIN_QUANT_KEY, SCORE_QUANT_KEY, STRIDES
+from cityeye.models.headcut import check_copy, dfl_bins, load_head, output_head, save_cut
+from cityeye.models.registry import ModelError, cached_copy, load_if_quantised
+from cityeye.vision.decoders import BIN_QUANT_KEY, SCORE_QUANT_KEY, STRIDES, quantised_score_decoder
 
 if TYPE_CHECKING:
     import onnx
@@ -36,9 +35,6 @@ if TYPE_CHECKING:
 META_KEY = SCORE_QUANT_KEY
 OUTPUT_NAME = "cityeye_scores_u8"
 BINS_NAME = "cityeye_bins_u8"
-_CHECK_CONFIDENCE = 0.01
-_SCORE_TOLERANCE = 1e-6
-_BOX_TOLERANCE = 1e-3
 
 Pieces = list[tuple["onnx.NodeProto", "onnx.NodeProto"]]
 """Per stride: the QuantizeLinear whose bytes the copy outputs, and the Reshape that flattens them."""
@@ -67,16 +63,10 @@ def _head(
 ) -> tuple[onnx.NodeProto, tuple[onnx.NodeProto, Pieces], tuple[onnx.NodeProto, Pieces] | None, int] | None:
     """The output Concat(boxes, Sigmoid(class scores)), the class scores' byte pieces, and, when the
     box branch decodes float bins that are themselves dequantised bytes, the bins' pieces and reg_max."""
-    graph = model.graph
-    if len(graph.output) != 1:
+    found = output_head(model)
+    if found is None:
         return None
-    prod = producers(graph)
-    cat = prod.get(graph.output[0].name)
-    if cat is None or cat.op_type != "Concat" or len(cat.input) != 2:
-        return None
-    sig = prod.get(cat.input[1])
-    if sig is None or sig.op_type != "Sigmoid":
-        return None
+    prod, cat, sig = found
     scores = _byte_pieces(prod, sig.input[0])
     if scores is None:
         return None
@@ -99,30 +89,25 @@ def quantised_score_model(source: Path, out: Path) -> None:
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(source))
-    found = _head(model)
-    if found is None:
-        raise ModelError(
-            f"{source} does not end in a statically quantised Ultralytics head (Concat of boxes and the "
-            "sigmoid of dequantised class scores); use it as it is"
-        )
-    cat, scores, box_bytes, reg_max = found
+    model, (cat, scores, box_bytes, reg_max) = load_head(
+        source,
+        _head,
+        "a statically quantised Ultralytics head (Concat of boxes and the sigmoid of dequantised class "
+        "scores)",
+    )
     graph = model.graph
     consts = {i.name: i for i in graph.initializer}
-    boxes = cat.input[0]
+    meta: dict[str, object] = {}
     if box_bytes is not None:
         params = _bytes_output(graph, consts, box_bytes, BINS_NAME, f"{source}: box bins")
-        head = {"params": params, "reg_max": reg_max, "strides": list(STRIDES)}
-        model.metadata_props.append(onnx.StringStringEntryProto(key=BIN_QUANT_KEY, value=json.dumps(head)))
+        meta[BIN_QUANT_KEY] = {"params": params, "reg_max": reg_max, "strides": list(STRIDES)}
         boxes_out = helper.make_tensor_value_info(BINS_NAME, onnx.TensorProto.UINT8, None)
     else:
-        boxes_out = helper.make_tensor_value_info(boxes, onnx.TensorProto.FLOAT, None)
-    params = _bytes_output(graph, consts, scores, OUTPUT_NAME, f"{source}: class scores")
-    del graph.output[:]
-    graph.output.extend([boxes_out, helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.UINT8, None)])
-    prune_to_outputs(graph)  # drop what only fed the float scores (and the box decode over all anchors)
-    model.metadata_props.append(onnx.StringStringEntryProto(key=META_KEY, value=json.dumps(params)))
-    save_checked(model, out, lambda candidate: _check(source, candidate))
+        boxes_out = helper.make_tensor_value_info(cat.input[0], onnx.TensorProto.FLOAT, None)
+    meta[META_KEY] = _bytes_output(graph, consts, scores, OUTPUT_NAME, f"{source}: class scores")
+    outputs = [boxes_out, helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.UINT8, None)]
+    # Pruning drops what only fed the float scores (and the box decode over all anchors).
+    save_cut(model, outputs, meta, out, lambda candidate: _check(source, candidate))
 
 
 def _bytes_output(
@@ -158,20 +143,7 @@ def _bytes_output(
 
 
 def _check(source: Path, candidate: Path) -> None:
-    """Decode the original and the copy on one image at a low threshold: they must agree."""
-    from cityeye.vision.decoders import quantised_score_decoder
-
-    want, outs, hw, meta = decode_both(source, candidate, _CHECK_CONFIDENCE)
-    got = quantised_score_decoder(hw, meta, outs[1].shape[1]).decode((outs[0], outs[1]), _CHECK_CONFIDENCE)
-    same, box, score = compare(want, got)
-    # Boxes decoded from bytes here are numpy's softmax of the same bins: within float rounding.
-    box_ok = box <= (_BOX_TOLERANCE if BIN_QUANT_KEY in meta else 0.0)
-    if not (same and box_ok and score <= _SCORE_TOLERANCE):
-        raise ModelError(
-            f"{candidate.name}: the byte-score copy of {source} does not decode like the original "
-            f"({len(got)} vs {len(want)} candidates, box difference {box:g}, score difference {score:g}); "
-            "use the original"
-        )
+    check_copy(source, candidate, "byte-score", quantised_score_decoder)
 
 
 def derive_quantised_score_model(source: Path) -> Path:
