@@ -1236,7 +1236,7 @@ class Store:
                     TrafficLineRow.location,
                 )
             )
-            return {f"{r[0]}:{r[1]}:{r[2]}": r[3] for r in rows}
+            return {line_uid(r[0], r[1], r[2]): r[3] for r in rows}
 
     def latest_traffic(self, res_s: int = 900) -> list[tuple[str, datetime, str, int]]:
         """Per line and direction, the crossings of the newest bucket of ``res_s`` (for NGSI-LD)."""

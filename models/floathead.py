@@ -19,7 +19,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityeye.models.headcut import check_copy, dfl_bins, load_head, output_head, save_cut
+from cityeye.models.headcut import dfl_bins, load_head, output_head, save_cut
 from cityeye.models.registry import cached_copy, load_graph
 from cityeye.vision.decoders import FLOAT_HEAD_KEY, STRIDES, logit_head_decoder
 
@@ -75,11 +75,7 @@ def logit_head_model(source: Path, out: Path) -> None:
     outputs = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in (BINS, LOGITS)]
     head = {"boxes": "dfl", "reg_max": reg_max, "strides": list(STRIDES)} if bins else {"boxes": "xywh"}
     # Pruning drops the per-anchor work the decoder now does per candidate.
-    save_cut(model, outputs, {FLOAT_HEAD_KEY: head}, out, lambda candidate: _check(source, candidate))
-
-
-def _check(source: Path, candidate: Path) -> None:
-    check_copy(source, candidate, "logit-head", logit_head_decoder)
+    save_cut(source, model, outputs, {FLOAT_HEAD_KEY: head}, out, "logit-head", logit_head_decoder)
 
 
 def derive_logit_head_model(source: Path) -> Path:

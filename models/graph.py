@@ -140,15 +140,8 @@ def reshape_model(
     after the check passed; a failed check raises ModelError and leaves nothing behind.
     """
     model, old_hw, new_hw, edited, replaced = _rewrite(source, imgsz, dynamic_batch)
-    reports: list[ReshapeReport] = []
-    save_checked(
-        model,
-        out,
-        lambda tmp: reports.append(
-            _check(source, tmp, old_hw, new_hw, dynamic_batch, check_image, edited, replaced)
-        ),
-    )
-    report = reports[0]
+    args = (old_hw, new_hw, dynamic_batch, check_image, edited, replaced)
+    report = save_checked(model, out, lambda tmp: _check(source, tmp, *args))
     return ReshapeReport(**{**{f: getattr(report, f) for f in report.__slots__}, "out": str(out)})
 
 

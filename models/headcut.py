@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from cityeye.models.registry import ModelError, save_checked, sessions_to_compar
 if TYPE_CHECKING:
     import onnx
 
-    from cityeye.vision.decoders import Candidates, Decoder
+    from cityeye.vision.decoders import Decoder
 
 CHECK_FRAME = (
     Path(cityeye.__file__).resolve().parent / "samples" / "pucpr" / "frames" / "2012-09-11_15_16_58.jpg"
@@ -124,15 +124,21 @@ def load_head(
     return model, found
 
 
+DecoderFactory = Callable[[tuple[int, int], dict[str, str], int], "Decoder"]
+"""Makes a copy's decoder from its input size, metadata and class count."""
+
+
 def save_cut(
+    source: Path,
     model: onnx.ModelProto,
     outputs: list[onnx.ValueInfoProto],
     metadata: dict[str, object],
     out: Path,
-    check: Callable[[Path], None],
+    what: str,
+    decoder: DecoderFactory,
 ) -> None:
-    """Give the edited head its new outputs and metadata (JSON values), drop what no longer feeds
-    them, and write it to `out` only if `check` accepts it."""
+    """Give the edited head of `source` its new outputs and metadata (JSON values), drop what no
+    longer feeds them, and write it to `out` only if it decodes like `source` (`check_copy`)."""
     import onnx
 
     graph = model.graph
@@ -141,14 +147,13 @@ def save_cut(
     prune_to_outputs(graph)
     for key, value in metadata.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=json.dumps(value)))
-    save_checked(model, out, check)
+    save_checked(model, out, lambda candidate: check_copy(source, candidate, what, decoder))
 
 
-def decode_both(
-    source: Path, candidate: Path, confidence: float
-) -> tuple[Candidates, list[Any], tuple[int, int], dict[str, str]]:
-    """The original's candidates on the shipped check frame, and the copy's raw outputs, input size
-    and metadata on the same tensor, for a head copy's check to decode and compare."""
+def check_copy(source: Path, candidate: Path, what: str, decoder: DecoderFactory) -> None:
+    """Decode the original and the copy on the shipped check frame at a low threshold: the same
+    candidates and classes, scores within 1e-6 (numpy's sigmoid vs onnxruntime's) and boxes within
+    1e-3 px (numpy's softmax of box bins vs onnxruntime's), or the copy is refused."""
     from cityeye.vision.decoders import UltralyticsDecoder
     from cityeye.vision.letterbox import letterbox
 
@@ -158,23 +163,10 @@ def decode_both(
         raise ModelError(f"cannot read the check frame {CHECK_FRAME}; reinstall cityeye")
     x = np.empty((1, 3, *hw), dtype=np.uint8 if inp.type == "tensor(uint8)" else np.float32)
     letterbox(np.asarray(image, dtype=np.uint8), hw, out=x)
-    want = UltralyticsDecoder(orig.get_outputs()[0].shape[1] - 4).decode(
-        orig.run(None, {inp.name: x})[0], confidence
-    )
+    nc = orig.get_outputs()[0].shape[1] - 4
+    want = UltralyticsDecoder(nc).decode(orig.run(None, {inp.name: x})[0], CHECK_CONFIDENCE)
+    outs = edit.run(None, {inp.name: x})
     meta = dict(edit.get_modelmeta().custom_metadata_map)
-    return want, edit.run(None, {inp.name: x}), hw, meta
-
-
-def check_copy(
-    source: Path,
-    candidate: Path,
-    what: str,
-    decoder: Callable[[tuple[int, int], dict[str, str], int], Decoder],
-) -> None:
-    """Decode the original and the copy on the check frame at a low threshold: the same candidates
-    and classes, scores within 1e-6 (numpy's sigmoid vs onnxruntime's) and boxes within 1e-3 px
-    (numpy's softmax of box bins vs onnxruntime's), or the copy is refused."""
-    want, outs, hw, meta = decode_both(source, candidate, CHECK_CONFIDENCE)
     got = decoder(hw, meta, outs[1].shape[1]).decode((outs[0], outs[1]), CHECK_CONFIDENCE)
     same = len(want) > 0 and len(got) == len(want) and np.array_equal(got.class_id, want.class_id)
     box = float(np.abs(got.xyxy - want.xyxy).max(initial=0.0)) if same else np.inf

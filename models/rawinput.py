@@ -176,6 +176,7 @@ def _check(source: Path, candidate: Path, kind: str, normalize: bool, exact: boo
     quantiser = DynamicInputQuantiser(pixel_values(normalize)) if kind == "dynamic" else None
     if quantiser is not None:
         _check_quantiser(candidate)
+        names = json.loads(edit.get_modelmeta().custom_metadata_map[QUANT_INPUT_KEY])
     values = np.arange(hw[0] * hw[1], dtype=np.int64)
     image = np.stack([(values + 85 * c) % 256 for c in range(3)], axis=-1).astype(np.uint8)
     image = image.reshape(hw[0], hw[1], 3)  # same size as the input: no resize, every value fed as is
@@ -186,11 +187,10 @@ def _check(source: Path, candidate: Path, kind: str, normalize: bool, exact: boo
         feed: dict[str, Any] = {inp.name: raw}
         if quantiser is not None:
             q, params = quantiser.quantise(raw)
-            meta = json.loads(edit.get_modelmeta().custom_metadata_map[QUANT_INPUT_KEY])
             feed = {
                 inp.name: q,
-                meta["scale"]: np.array(params.scale),
-                meta["zero_point"]: np.array(params.zero_point),
+                names["scale"]: np.array(params.scale),
+                names["zero_point"]: np.array(params.zero_point),
             }
         want = orig.run(None, {inp.name: x})
         got = edit.run(None, feed)

@@ -13,13 +13,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENV_MODEL = "CITYEYE_MODEL"
 ENV_MODEL_CACHE = "CITYEYE_MODEL_CACHE"
@@ -233,8 +234,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checked(model: onnx.ModelProto, out: Path, check: Callable[[Path], object]) -> None:
-    """Write an edited graph to `out` only once `check(candidate_path)` passed.
+def save_checked(model: onnx.ModelProto, out: Path, check: Callable[[Path], T]) -> T:
+    """Write an edited graph to `out` only once `check(candidate_path)` passed; its result.
 
     The candidate has a per-process name, so workers deriving the same copy do not collide, and a
     failed check (any exception, re-raised) leaves nothing behind for a later start to pick up.
@@ -245,11 +246,12 @@ def save_checked(model: onnx.ModelProto, out: Path, check: Callable[[Path], obje
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     onnx.save(model, str(tmp))
     try:
-        check(tmp)
+        result = check(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(out)
+    return result
 
 
 def cached_copy(source: Path, tag: str, make: Callable[[Path, Path], object], what: str) -> Path:
@@ -298,11 +300,7 @@ def load_if_quantised(source: Path) -> onnx.ModelProto | None:
     Operator types are plain strings in the protobuf, so a byte search rules out float models
     without parsing them.
     """
-    try:
-        import onnx
-    except ImportError:
-        return None
     with source.open("rb") as f:
         if b"QuantizeLinear" not in f.read():
             return None
-    return onnx.load(str(source), load_external_data=False)
+    return load_graph(source)

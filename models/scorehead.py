@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cityeye.models.headcut import check_copy, dfl_bins, load_head, output_head, save_cut
+from cityeye.models.headcut import dfl_bins, load_head, output_head, save_cut
 from cityeye.models.registry import ModelError, cached_copy, load_if_quantised
 from cityeye.vision.decoders import BIN_QUANT_KEY, SCORE_QUANT_KEY, STRIDES, quantised_score_decoder
 
@@ -107,7 +107,7 @@ def quantised_score_model(source: Path, out: Path) -> None:
     meta[META_KEY] = _bytes_output(graph, consts, scores, OUTPUT_NAME, f"{source}: class scores")
     outputs = [boxes_out, helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.UINT8, None)]
     # Pruning drops what only fed the float scores (and the box decode over all anchors).
-    save_cut(model, outputs, meta, out, lambda candidate: _check(source, candidate))
+    save_cut(source, model, outputs, meta, out, "byte-score", quantised_score_decoder)
 
 
 def _bytes_output(
@@ -140,10 +140,6 @@ def _bytes_output(
     axis = next((a.i for a in cat.attribute if a.name == "axis"), 2)
     graph.node.append(helper.make_node("Concat", flat, [name], axis=axis))
     return params
-
-
-def _check(source: Path, candidate: Path) -> None:
-    check_copy(source, candidate, "byte-score", quantised_score_decoder)
 
 
 def derive_quantised_score_model(source: Path) -> Path:

@@ -172,6 +172,16 @@ class YoloxDecoder:
         return Candidates(xyxy, best[idx].astype(np.float32), cls)
 
 
+def _two_outputs(
+    output: RawOutput, family: str, num_classes: int, second: str
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Image 0's (boxes or bins, per-class `second`) of a head copy's two outputs."""
+    if not isinstance(output, tuple) or len(output) != 2 or output[1].shape[:2] != (1, num_classes):
+        got = [o.shape for o in output] if isinstance(output, tuple) else output.shape
+        raise ModelError(f"{family} decoder expects (boxes or bins, {second}) outputs, got {got}")
+    return output[0][0], output[1][0]
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class DflGrid:
     """The anchor grid of a YOLOv8/11 head, to decode candidates' raw box bins as the graph would
@@ -250,10 +260,7 @@ class UltralyticsQuantizedDecoder:
         return thr
 
     def decode(self, output: RawOutput, confidence: float) -> Candidates:
-        if not isinstance(output, tuple) or len(output) != 2 or output[1].shape[:2] != (1, self.num_classes):
-            got = [o.shape for o in output] if isinstance(output, tuple) else output.shape
-            raise ModelError(f"{self.family} decoder expects (boxes or bins, byte scores) outputs, got {got}")
-        first, scores = output[0][0], output[1][0]
+        first, scores = _two_outputs(output, self.family, self.num_classes, "byte scores")
         best = scores.max(axis=0)
         idx = (best > self._threshold(confidence)).nonzero()[0]
         # Dequantised exactly as DequantizeLinear does ((q - zero point) * scale in float32).
@@ -301,12 +308,7 @@ class UltralyticsLogitDecoder:
     needs_nms: ClassVar[bool] = True
 
     def decode(self, output: RawOutput, confidence: float) -> Candidates:
-        if not isinstance(output, tuple) or len(output) != 2 or output[1].shape[:2] != (1, self.num_classes):
-            got = [o.shape for o in output] if isinstance(output, tuple) else output.shape
-            raise ModelError(
-                f"{self.family} decoder expects (boxes or bins, class logits) outputs, got {got}"
-            )
-        first, logits = output[0][0], output[1][0]
+        first, logits = _two_outputs(output, self.family, self.num_classes, "class logits")
         best = logits.max(axis=0)
         idx = (best > _logit_floor(confidence)).nonzero()[0]
         score = _sigmoid(best[idx])

@@ -46,6 +46,7 @@ from cityeye.vision.detections import Detections
 from cityeye.vision.inputquant import QUANT_INPUT_KEY, DynamicInputQuantiser
 from cityeye.vision.letterbox import Letterbox, letterbox, pixel_values
 from cityeye.vision.nms import nms
+from cityeye.vision.scratch import per_thread
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -178,7 +179,6 @@ class Detector:
             self._session = open_session(self._path, settings)
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         quant = json.loads(meta[QUANT_INPUT_KEY]) if QUANT_INPUT_KEY in meta else None
-        self._quant_names: tuple[str, str] | None = (quant["scale"], quant["zero_point"]) if quant else None
         self._input_name, self._input_hw, self._input_dtype, fixed_batch = self._inspect_input(hw, meta)
         outputs = self._session.get_outputs()
         byte_head, logit_copy = SCORE_QUANT_KEY in meta, FLOAT_HEAD_KEY in meta
@@ -194,9 +194,11 @@ class Detector:
         else:
             self._decoder = select_decoder(self._input_hw, self._out_shape, meta, decoder)
         self._names = class_names(meta, self._decoder.num_classes, names)
-        self._quantiser = (
-            DynamicInputQuantiser(pixel_values(self._decoder.preprocess.normalize)) if quant else None
-        )
+        # A run-time-quantised copy's quantiser and the names of its scale and zero point inputs.
+        self._quant: tuple[DynamicInputQuantiser, str, str] | None = None
+        if quant:
+            quantiser = DynamicInputQuantiser(pixel_values(self._decoder.preprocess.normalize))
+            self._quant = (quantiser, quant["scale"], quant["zero_point"])
         self._fixed_batch = fixed_batch
         if fixed_batch is not None and batch > 1 and fixed_batch != batch:
             raise ModelError(
@@ -417,7 +419,8 @@ class Detector:
 
     @property
     def copies(self) -> tuple[str, ...]:
-        """Which checked copies the session runs ("rawinput", "scorehead"); () for the file itself."""
+        """Which checked copies the session runs, in the order derived ("logithead", "rawinput",
+        "scorehead"); () for the file itself."""
         return tuple(self._copies)
 
     @property
@@ -446,13 +449,9 @@ class Detector:
         per cent of a fast model's run); one buffer per thread and batch size avoids that and
         keeps `detect` safe to call from several threads. At most two sizes are kept per thread.
         """
-        bufs: dict[int, npt.NDArray[Any]] = self._local.__dict__.setdefault("bufs", {})
-        buf = bufs.get(n)
-        if buf is None:
-            if len(bufs) >= 2:
-                bufs.clear()
-            buf = bufs[n] = np.empty((n, 3, *self._input_hw), dtype=self._tensor_dtype)
-        return buf
+        return per_thread(
+            self._local, "bufs", n, lambda: np.empty((n, 3, *self._input_hw), dtype=self._tensor_dtype)
+        )
 
     def preprocess_batch(
         self, images: Sequence[npt.NDArray[np.uint8]], *, reuse: bool = False
@@ -477,17 +476,18 @@ class Detector:
         One image input for most models; a run-time-quantised copy also takes the image's scale and
         zero point, computed here from its bytes (vision/inputquant.py).
         """
-        if self._quantiser is None or self._quant_names is None:
+        if self._quant is None:
             return {
                 self._input_name: tensor
                 if tensor.dtype == self._input_dtype
                 else tensor.astype(self._input_dtype)
             }
-        q, params = self._quantiser.quantise(np.ascontiguousarray(tensor))
+        quantiser, scale_name, zero_name = self._quant
+        q, params = quantiser.quantise(np.ascontiguousarray(tensor))
         return {
             self._input_name: q,
-            self._quant_names[0]: np.array(params.scale),
-            self._quant_names[1]: np.array(params.zero_point),
+            scale_name: np.array(params.scale),
+            zero_name: np.array(params.zero_point),
         }
 
     def infer(self, tensor: npt.NDArray[Any]) -> RawOutput:
@@ -525,9 +525,9 @@ class Detector:
             binding.bind_cpu_input(self._input_name, tensor)  # references the buffer, no copy
             # A run-time-quantised copy's scale and zero point: bound once, rewritten per frame.
             params: tuple[npt.NDArray[Any], ...] = ()
-            if self._quant_names is not None:
+            if self._quant is not None:
                 params = (np.ones((), np.float32), np.zeros((), np.uint8))
-                for name, arr in zip(self._quant_names, params, strict=True):
+                for name, arr in zip(self._quant[1:], params, strict=True):
                     binding.bind_cpu_input(name, arr)
             outs = []
             for name, (shape, dtype) in zip(self._output_names, self._out_specs, strict=True):
@@ -537,8 +537,8 @@ class Detector:
             if len(bound) >= 2:
                 bound.clear()
             entry = bound[n] = (tensor, binding, tuple(outs) if len(outs) > 1 else outs[0], params)
-        if self._quantiser is not None:
-            _, q = self._quantiser.quantise(tensor, out=tensor)  # scratch: quantised in place
+        if self._quant is not None:
+            _, q = self._quant[0].quantise(tensor, out=tensor)  # scratch: quantised in place
             entry[3][0][()] = q.scale
             entry[3][1][()] = q.zero_point
         self._session.run_with_iobinding(entry[1])

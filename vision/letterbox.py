@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from cityeye.vision.scratch import per_thread
+
 
 @dataclass(frozen=True, slots=True)
 class LetterboxSpec:
@@ -158,20 +160,14 @@ _local = threading.local()
 
 
 def _work_buffers(h: int, w: int) -> tuple[npt.NDArray[np.uint8], list[npt.NDArray[np.uint8]]]:
-    """This thread's resize and plane buffers for an (h, w) image, reused from frame to frame.
-
-    Fresh arrays of this size are new pages every frame; right after an inference, with the caches
-    cold, writing into memory already mapped saves ~0.1 ms per frame (measured at 640x360). At most
-    two sizes are kept per thread (tiles of several sizes would otherwise pile up).
-    """
-    bufs: dict[tuple[int, int], tuple[npt.NDArray[np.uint8], list[npt.NDArray[np.uint8]]]]
-    bufs = _local.__dict__.setdefault("bufs", {})
-    got = bufs.get((h, w))
-    if got is None:
-        if len(bufs) >= 2:
-            bufs.clear()
-        got = bufs[(h, w)] = (np.empty((h, w, 3), np.uint8), [np.empty((h, w), np.uint8) for _ in range(3)])
-    return got
+    """This thread's resize and plane buffers for an (h, w) image (~0.1 ms per frame saved at
+    640x360, measured)."""
+    return per_thread(
+        _local,
+        "bufs",
+        (h, w),
+        lambda: (np.empty((h, w, 3), np.uint8), [np.empty((h, w), np.uint8) for _ in range(3)]),
+    )
 
 
 def _fill_padding(chw: npt.NDArray[Any], geo: Letterbox, value: float | np.floating[Any]) -> None:
